@@ -1,0 +1,524 @@
+"""The ``landmarks`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+import flows  # noqa: F401  (environment defaults before prefect)
+from flows import options as opt
+from landmarks.config import Settings, load_settings
+
+app = typer.Typer(
+    help="Build and refresh a landmark image classifier: crawl, clean, dedup, split, augment, "
+    "train, evaluate. `landmarks run` does it all as Prefect flows; each stage also has its "
+    "own command.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config file (sections: crawl, clean, dedup, split, "
+        "augment, train, evaluate). Env vars LANDMARKS_* and flags override it.",
+    ),
+]
+StorageOpt = Annotated[
+    Path | None, typer.Option("--storage", help="Storage root (default ./storage).")
+]
+SourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        "-s",
+        help="'web' to crawl image search engines, or a folder laid "
+        "out as DIR/<class>/<images> to import offline.",
+    ),
+]
+CatalogOpt = Annotated[
+    Path | None, typer.Option("--catalog", help="Landmark catalog TOML (default: built-in 17).")
+]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs.")]
+ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="Model input side in px.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Training batch size.")]
+MultiplierOpt = Annotated[
+    float | None, typer.Option("--multiplier", help="Augmented copies per train image.")
+]
+TargetOpt = Annotated[
+    int | None,
+    typer.Option("--target-per-class", help="Augment every class up to this many train images."),
+]
+PresetOpt = Annotated[
+    str | None, typer.Option("--preset", help="Augmentation preset: original, landmark, none.")
+]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Augmentation processes.")]
+MaxPerClassOpt = Annotated[
+    int | None, typer.Option("--max-per-class", help="Images to crawl per class.")
+]
+
+
+def _settings(
+    config: Path | None,
+    storage: Path | None = None,
+    source: str | None = None,
+    catalog: Path | None = None,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    multiplier: float | None = None,
+    target_per_class: int | None = None,
+    preset: str | None = None,
+    workers: int | None = None,
+    max_per_class: int | None = None,
+) -> tuple[Settings, dict[str, Any]]:
+    overrides: dict[str, Any] = {
+        "storage_dir": str(storage) if storage else None,
+        "source": source,
+        "catalog_path": str(catalog) if catalog else None,
+        "crawl": {"max_per_class": max_per_class},
+        "augment": {
+            "multiplier": multiplier,
+            "target_per_class": target_per_class,
+            "preset": preset,
+            "num_workers": workers,
+        },
+        "train": {"epochs": epochs, "image_size": image_size, "batch_size": batch_size},
+    }
+    try:
+        settings = load_settings(config, overrides)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    return settings, overrides
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@contextmanager
+def _bar(description: str, unit: str = "img") -> Iterator[Callable[[int, int], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(desc=description, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _check_web(settings: Settings) -> None:
+    from landmarks.crawl import NetworkUnavailable, check_network
+
+    if settings.source != "web":
+        return
+    try:
+        check_network(tuple(settings.crawl.engines), settings.crawl.connectivity_timeout_s)
+    except NetworkUnavailable as exc:
+        _fail(str(exc))
+
+
+def _overrides_json(overrides: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(overrides, default=str))
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False):
+    _setup_logging(verbose)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    source: SourceOpt = None,
+    storage: StorageOpt = None,
+    catalog: CatalogOpt = None,
+    epochs: EpochsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchOpt = None,
+    multiplier: MultiplierOpt = None,
+    target_per_class: TargetOpt = None,
+    preset: PresetOpt = None,
+    workers: WorkersOpt = None,
+    max_per_class: MaxPerClassOpt = None,
+) -> None:
+    """Run the whole pipeline as Prefect flows: refresh (get images, clean, dedup, split,
+    augment) then train (train, evaluate). Leaves the model and report in storage/runs/<id>/.
+
+    Offline: `landmarks run --source DIR` imports DIR/<class>/<images> instead of crawling.
+    """
+    settings, overrides = _settings(
+        config,
+        storage,
+        source,
+        catalog,
+        epochs,
+        image_size,
+        batch_size,
+        multiplier,
+        target_per_class,
+        preset,
+        workers,
+        max_per_class,
+    )
+    _check_web(settings)
+    from flows.pipeline import pipeline
+
+    result = pipeline(
+        config_path=str(config) if config else None, overrides=_overrides_json(overrides)
+    )
+    typer.echo(
+        f"run {result['run_id']}: test top-1 {result['top1']:.4f}, top-3 {result['top3']:.4f}\n"
+        f"model:  {result['model_path']}\nreport: {result['report_path']}"
+    )
+
+
+@app.command()
+def refresh(
+    config: ConfigOpt = None,
+    source: SourceOpt = None,
+    storage: StorageOpt = None,
+    catalog: CatalogOpt = None,
+    multiplier: MultiplierOpt = None,
+    target_per_class: TargetOpt = None,
+    preset: PresetOpt = None,
+    workers: WorkersOpt = None,
+    max_per_class: MaxPerClassOpt = None,
+) -> None:
+    """Run the refresh flow under Prefect: get images, clean, dedup, split, augment."""
+    settings, overrides = _settings(
+        config,
+        storage,
+        source,
+        catalog,
+        None,
+        None,
+        None,
+        multiplier,
+        target_per_class,
+        preset,
+        workers,
+        max_per_class,
+    )
+    _check_web(settings)
+    from flows.refresh import refresh as refresh_flow
+
+    result = refresh_flow(
+        config_path=str(config) if config else None, overrides=_overrides_json(overrides)
+    )
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def crawl(
+    config: ConfigOpt = None,
+    source: SourceOpt = None,
+    storage: StorageOpt = None,
+    catalog: CatalogOpt = None,
+    max_per_class: MaxPerClassOpt = None,
+) -> None:
+    """Get images into storage/raw/ (append-only, with provenance in raw/manifest.jsonl).
+
+    With --source web (default) every catalog class is crawled from the configured engines
+    (Bing, then Google), skipping URLs already downloaded. With --source DIR the folder tree
+    DIR/<class>/<images> is imported as if crawled; files already held are skipped.
+    """
+    from landmarks import crawl as crawl_core
+    from landmarks import ingest
+    from landmarks.catalog import load_catalog
+    from landmarks.storage import Layout
+
+    settings, _ = _settings(config, storage, source, catalog, max_per_class=max_per_class)
+    layout = Layout(settings.storage_dir)
+    if settings.source == "web":
+        _check_web(settings)
+        result = crawl_core.crawl_catalog(
+            load_catalog(settings.catalog_path), layout, opt.crawl_options(settings)
+        )
+    else:
+        with _bar("import") as bar:
+            result = ingest.import_folder(Path(settings.source), layout, progress=bar)
+    typer.echo(f"{result.added} new images in {layout.raw_dir} ({result.skipped_known} known)")
+    for name, n in sorted(result.per_class.items()):
+        typer.echo(f"  {name}: {n}")
+
+
+@app.command()
+def clean(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
+    """Decode every new raw image, normalise it to an upright RGB JPEG in storage/clean/, or
+    copy it to storage/quarantine/<reason>/ with its reason. Raw files are never deleted."""
+    from landmarks import clean as clean_core
+    from landmarks.storage import Layout
+
+    settings, _ = _settings(config, storage)
+    with _bar("clean") as bar:
+        result = clean_core.clean_raw(
+            Layout(settings.storage_dir), opt.clean_options(settings), bar
+        )
+    typer.echo(
+        f"{result.cleaned} cleaned, {result.quarantined} quarantined {result.reasons}, "
+        f"{result.skipped} already done; {result.total_clean} clean images in all"
+    )
+
+
+@app.command()
+def dedup(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
+    """Find exact and near-duplicate clean images (perceptual hashes, flips and rotations
+    included); keep one per group; drop photos filed under two classes. Writes
+    storage/dedup/report.json."""
+    from landmarks import clean as clean_core
+    from landmarks import dedup as dedup_core
+    from landmarks.storage import Layout
+
+    settings, _ = _settings(config, storage)
+    layout = Layout(settings.storage_dir)
+    records = clean_core.current_records(
+        layout.clean_manifest, opt.clean_options(settings).digest()
+    )
+    with _bar("hash") as bar:
+        result = dedup_core.dedup_clean(layout, records, opt.dedup_options(settings), bar)
+    typer.echo(
+        f"{result.num_images} images: {result.num_kept} kept, {result.num_duplicates} duplicates "
+        f"in {result.num_groups} groups, {result.num_conflicts} label conflicts -> "
+        f"{result.report_path}"
+    )
+
+
+@app.command()
+def split(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
+    """Assign dedup keepers to train/val/test (stratified, stable as the dataset grows)."""
+    from landmarks import split as split_core
+    from landmarks.storage import Layout
+
+    settings, _ = _settings(config, storage)
+    layout = Layout(settings.storage_dir)
+    result = split_core.split_dataset(
+        layout, layout.dedup_dir / "kept.jsonl", opt.split_options(settings)
+    )
+    typer.echo(f"dataset version {result.dataset_version} -> {result.manifest_path}")
+    for name, counts in sorted(result.counts.items()):
+        typer.echo(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@app.command()
+def augment(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    multiplier: MultiplierOpt = None,
+    target_per_class: TargetOpt = None,
+    preset: PresetOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Augment the train split on disk, in chunks committed atomically.
+
+    Presets: `original` (the original project's rotation 15, shear, zoom 0.2, shifts 0.1,
+    horizontal flip), `landmark` (random resized crop, colour jitter, perspective, blur,
+    compression), `none` (resize only). Size: --multiplier M copies per train image, or
+    --target-per-class N to balance every class up to N images. Resume: rerunning the same
+    command after an interruption skips finished chunks and redoes only the unfinished one.
+    """
+    from landmarks import augment as augment_core
+    from landmarks import split as split_core
+    from landmarks.storage import Layout
+
+    settings, _ = _settings(
+        config, storage, None, None, None, None, None, multiplier, target_per_class, preset, workers
+    )
+    layout = Layout(settings.storage_dir)
+    if not layout.split_manifest.exists():
+        _fail(f"no split manifest at {layout.split_manifest}: run `landmarks split` first")
+    with _bar("augment") as bar:
+        result = augment_core.augment_train(
+            split_core.read_split(layout.split_manifest, "train"),
+            layout.clean_dir,
+            layout.augmented_dir,
+            split_core.dataset_version(layout.split_manifest),
+            opt.augment_options(settings),
+            bar,
+        )
+    typer.echo(
+        f"{result.num_images} augmented images in {result.num_chunks} chunks -> "
+        f"{result.output_dir} ({result.chunks_done_before} chunks were already done)"
+    )
+
+
+def _latest_augmented(layout: Any, settings: Settings) -> Path | None:
+    from landmarks import split as split_core
+
+    key = opt.augment_options(settings).key(split_core.dataset_version(layout.split_manifest))
+    path = layout.augmented_dir / key
+    return path if (path / "manifest.json").exists() else None
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    epochs: EpochsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchOpt = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Resume this run instead of a new one.")
+    ] = None,
+) -> None:
+    """Train the CNN on the train split plus its augmented chunks, in storage/runs/<run-id>/,
+    then evaluate it on the test split. --run-id of an interrupted run resumes it."""
+    from dataclasses import asdict
+
+    from landmarks import registry
+    from landmarks import split as split_core
+    from landmarks.evaluate import evaluate_run
+    from landmarks.storage import Layout
+    from landmarks.train import train_run
+
+    settings, _ = _settings(config, storage, None, None, epochs, image_size, batch_size)
+    layout = Layout(settings.storage_dir)
+    if not layout.split_manifest.exists():
+        _fail(f"no split manifest at {layout.split_manifest}: run `landmarks refresh` first")
+    version = split_core.dataset_version(layout.split_manifest)
+    augmented_dir = _latest_augmented(layout, settings)
+    spec, train_opts = opt.model_spec(settings), opt.train_options(settings)
+    run_id = run_id or registry.new_run_id(version)
+    run_dir = registry.create_run(
+        layout.runs_dir,
+        run_id,
+        {
+            "dataset_version": version,
+            "augmented_dir": str(augmented_dir) if augmented_dir else None,
+            "model": asdict(spec),
+            "train": asdict(train_opts),
+            "settings": settings.model_dump(mode="json"),
+        },
+    )
+    with _bar("train", unit="epoch") as bar:
+        trained = train_run(
+            layout.split_manifest,
+            layout.clean_dir,
+            augmented_dir,
+            run_dir,
+            spec,
+            train_opts,
+            on_epoch=lambda e, n, logs: bar(e, n),
+        )
+    result = evaluate_run(
+        run_dir,
+        layout.split_manifest,
+        layout.clean_dir,
+        spec.image_size,
+        settings.evaluate.batch_size,
+        settings.evaluate.top_k,
+        {"run": run_id, "dataset version": version, "epochs run": trained.epochs_run},
+    )
+    typer.echo(
+        f"run {run_id}: test top-1 {result.metrics['top1']:.4f}, "
+        f"top-3 {result.metrics.get('top3', float('nan')):.4f} -> {result.report_path}"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="A saved .keras model.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="A folder laid out as DIR/<class>/<images>.")
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
+    config: ConfigOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the report and plots.")
+    ] = None,
+) -> None:
+    """Evaluate any saved model on any class-per-folder directory of images (any format the
+    clean stage accepts; files it would quarantine are skipped and listed)."""
+    import tempfile
+
+    from landmarks import images
+    from landmarks.evaluate import evaluate_model
+    from landmarks.ingest import list_class_folders
+    from landmarks.storage import atomic_write_json
+
+    settings, _ = _settings(config)
+    clean_opts = opt.clean_options(settings)
+    run_config = model.parent / "run.json"
+    class_names = None
+    image_size = settings.train.image_size
+    if run_config.exists():
+        meta = json.loads(run_config.read_text())
+        image_size = meta.get("model", {}).get("image_size", image_size)
+        metrics_path = model.parent / "metrics.json"
+        if metrics_path.exists():
+            class_names = json.loads(metrics_path.read_text())["class_names"]
+    tree = list_class_folders(data)
+    class_names = class_names or sorted(tree)
+    unknown = sorted(set(tree) - set(class_names))
+    if unknown:
+        _fail(f"classes the model does not know: {', '.join(unknown)}")
+    with tempfile.TemporaryDirectory(prefix="landmarks-eval-") as tmp:
+        paths, labels, skipped = [], [], []
+        for name, files in tree.items():
+            for i, f in enumerate(files):
+                try:
+                    norm = images.load_normalized(f, clean_opts.limits())
+                except images.ImageRejected as exc:
+                    skipped.append({"path": str(f.relative_to(data)), "reason": exc.reason})
+                    continue
+                dest = Path(tmp) / f"{name}-{i}.jpg"
+                dest.write_bytes(images.encode_jpeg(norm.image, 95))
+                paths.append(str(dest))
+                labels.append(class_names.index(name))
+        result = evaluate_model(
+            model,
+            paths,
+            labels,
+            class_names,
+            out_dir or Path(tmp) / "report",
+            image_size,
+            title=f"Evaluation of {model} on {data}",
+        )
+    metrics = {**result.metrics, "skipped": skipped}
+    if json_out:
+        atomic_write_json(json_out, metrics)
+    typer.echo(
+        f"{metrics['num_images']} images: top-1 {metrics['top1']:.4f}, "
+        f"top-3 {metrics.get('top3', float('nan')):.4f}, {len(skipped)} skipped"
+    )
+
+
+@app.command()
+def runs(storage: StorageOpt = None, config: ConfigOpt = None) -> None:
+    """List training runs with their test metrics."""
+    from landmarks.registry import list_runs
+    from landmarks.storage import Layout
+
+    settings, _ = _settings(config, storage)
+    for r in list_runs(Layout(settings.storage_dir).runs_dir):
+        top1 = f"{r['top1']:.4f}" if r.get("top1") is not None else "-"
+        top3 = f"{r['top3']:.4f}" if r.get("top3") is not None else "-"
+        typer.echo(f"{r['run_id']}  dataset {r['dataset_version']}  top-1 {top1}  top-3 {top3}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,216 @@
+"""Configuration: one pydantic model per stage, gathered in :class:`Settings`.
+
+Precedence, highest first: explicit overrides (CLI flags), environment variables
+(``LANDMARKS_`` prefix, ``__`` between nested names, e.g. ``LANDMARKS_TRAIN__EPOCHS=3``),
+a ``.env`` file, a TOML config file, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV_VAR = "LANDMARKS_CONFIG"
+
+
+class CrawlConfig(BaseModel):
+    engines: list[Literal["google", "bing", "baidu"]] = Field(
+        default=["bing", "google"],
+        description="Web engines to try, in order; the next is used when one yields nothing.",
+    )
+    max_per_class: int = Field(default=400, ge=1, description="Images to fetch per class.")
+    min_size: int = Field(default=100, ge=1, description="Smallest width/height asked of engines.")
+    downloader_threads: int = Field(default=4, ge=1, le=32)
+    timeout_s: float = Field(default=10.0, gt=0, description="Per-request timeout in seconds.")
+    connectivity_timeout_s: float = Field(
+        default=3.0, gt=0, description="How long to wait for the network check before failing."
+    )
+
+
+class CleanConfig(BaseModel):
+    min_side: int = Field(default=64, ge=1, description="Smaller images are quarantined.")
+    max_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="Images with more pixels are refused before decoding (decompression bombs).",
+    )
+    max_aspect_ratio: float = Field(default=5.0, gt=1, description="Long side / short side limit.")
+    min_std: float = Field(
+        default=4.0,
+        ge=0,
+        description="Grey-level standard deviation below which an image is blank.",
+    )
+    max_side: int = Field(
+        default=512, ge=32, description="Clean images are downscaled so the long side fits this."
+    )
+    jpeg_quality: int = Field(default=95, ge=50, le=100)
+
+
+class DedupConfig(BaseModel):
+    hash_size: int = Field(default=8, ge=4, le=16, description="imagehash phash size (bits = n^2).")
+    threshold: int = Field(
+        default=10,
+        ge=0,
+        description="Max Hamming distance between perceptual hashes of duplicates.",
+    )
+
+
+class SplitConfig(BaseModel):
+    val_fraction: float = Field(default=0.15, ge=0, lt=1)
+    test_fraction: float = Field(default=0.15, gt=0, lt=1)
+    seed: int = 42
+
+
+class AugmentConfig(BaseModel):
+    preset: Literal["original", "landmark", "none"] = Field(
+        default="original", description="Named albumentations pipeline."
+    )
+    multiplier: float = Field(
+        default=2.0, ge=0, description="Augmented copies per train image (ignored if target set)."
+    )
+    target_per_class: int | None = Field(
+        default=None, ge=1, description="Balance every class up to this many train images."
+    )
+    chunk_size: int = Field(default=500, ge=1, description="Images written per atomic chunk.")
+    output_size: int = Field(default=256, ge=16, description="Long side of augmented images.")
+    num_workers: int = Field(default=1, ge=1, description="Processes augmenting chunks.")
+    jpeg_quality: int = Field(default=92, ge=50, le=100)
+    seed: int = 42
+
+
+class TrainConfig(BaseModel):
+    model: Literal["original_cnn"] = "original_cnn"
+    image_size: int = Field(default=128, ge=16)
+    batch_size: int = Field(default=32, ge=1)
+    epochs: int = Field(default=20, ge=1)
+    conv_blocks: int = Field(
+        default=3, ge=1, le=6, description="Conv2D-activation-pool-dropout blocks."
+    )
+    first_filters: int = Field(
+        default=32, ge=1, description="Filters of the first Conv2D; doubles."
+    )
+    kernel_size: int = Field(default=3, ge=1)
+    activation: Literal["relu", "leaky_relu", "elu"] = "leaky_relu"
+    leaky_alpha: float = Field(default=0.01, ge=0)
+    dropout: float = Field(default=0.25, ge=0, lt=1)
+    dense_units: int = Field(default=256, ge=1)
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    learning_rate: float = Field(default=1e-3, gt=0)
+    early_stopping_patience: int = Field(default=5, ge=0, description="0 disables early stopping.")
+    shuffle_buffer: int = Field(default=2048, ge=1)
+    seed: int = 42
+
+
+class EvaluateConfig(BaseModel):
+    batch_size: int = Field(default=64, ge=1)
+    top_k: int = Field(default=3, ge=1)
+
+
+def _toml_path() -> Path | None:
+    path = os.environ.get(CONFIG_ENV_VAR)
+    return Path(path) if path else None
+
+
+class Settings(BaseSettings):
+    """Everything a run needs. Build it with :func:`load_settings`, never at import time."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LANDMARKS_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    storage_dir: Path = Field(default=Path("storage"), description="Root of all runtime data.")
+    catalog_path: Path | None = Field(
+        default=None, description="Landmark catalog TOML; the built-in 17 landmarks when unset."
+    )
+    source: str = Field(
+        default="web", description="'web' to crawl, or a folder laid out as DIR/<class>/<images>."
+    )
+    crawl: CrawlConfig = CrawlConfig()
+    clean: CleanConfig = CleanConfig()
+    dedup: DedupConfig = DedupConfig()
+    split: SplitConfig = SplitConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        toml_path = _toml_path()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Build settings from defaults, a TOML file, the environment and ``overrides``.
+
+    ``overrides`` is nested like the TOML file (``{"train": {"epochs": 3}}``); ``None`` values
+    are dropped so unset CLI flags do not mask the file or the environment.
+    """
+    if config_path is not None and not Path(config_path).is_file():
+        raise FileNotFoundError(f"config file not found: {config_path}")
+    clean_overrides = _drop_none(overrides or {})
+    previous = os.environ.get(CONFIG_ENV_VAR)
+    try:
+        if config_path is not None:
+            os.environ[CONFIG_ENV_VAR] = str(config_path)
+        base = Settings()
+    finally:
+        if config_path is not None:
+            if previous is None:
+                os.environ.pop(CONFIG_ENV_VAR, None)
+            else:
+                os.environ[CONFIG_ENV_VAR] = previous
+    if not clean_overrides:
+        return base
+    return Settings.model_validate(_deep_merge(base.model_dump(), clean_overrides))
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    with Path(path).open("rb") as fh:
+        return tomllib.load(fh)

@@ -1,0 +1,221 @@
+"""Train stage: fit a model on the train split (clean + augmented), streaming from disk.
+
+A run lives in its own folder. Keras' BackupAndRestore saves the state every epoch, so a
+retried or re-run training with the same folder resumes from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from landmarks.storage import atomic_path
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    image_size: int = 128
+    batch_size: int = 32
+    epochs: int = 20
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 5
+    shuffle_buffer: int = 2048
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path
+    history_path: Path
+    curves_path: Path
+    epochs_run: int
+    resumed_from_epoch: int
+    best_val_loss: float | None
+
+
+def class_weights(labels: list[int], num_classes: int) -> dict[int, float]:
+    """'Balanced' weights: n_samples / (n_classes * count); absent classes get 1."""
+    counts = [0] * num_classes
+    for y in labels:
+        counts[y] += 1
+    total = len(labels)
+    return {c: (total / (num_classes * n) if n else 1.0) for c, n in enumerate(counts)}
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def plot_history(history_path: Path, out_path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _read_history(history_path)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, style in (("", "-o"), ("val_", "--o")):
+            key = prefix + metric
+            if rows and key in rows[0]:
+                ax.plot(epochs, [r[key] for r in rows], style, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def train_model(
+    model_builder: Callable[[int], Any],
+    train_items: tuple[list[str], list[int]],
+    val_items: tuple[list[str], list[int]],
+    num_classes: int,
+    run_dir: Path,
+    options: TrainOptions,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Fit ``model_builder(num_classes)`` and save ``model.keras`` in ``run_dir``.
+
+    Args:
+        train_items, val_items: (image paths, label indices).
+        on_epoch: called after each epoch with (epoch, epochs, logs).
+    """
+    import keras
+
+    from landmarks.data import make_dataset
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(options.seed)
+    train_paths, train_labels = train_items
+    val_paths, val_labels = val_items
+    if not train_paths:
+        raise ValueError("the train split is empty: nothing to train on")
+    train_ds = make_dataset(
+        train_paths,
+        train_labels,
+        num_classes,
+        options.image_size,
+        options.batch_size,
+        shuffle=True,
+        seed=options.seed,
+        shuffle_buffer=options.shuffle_buffer,
+    )
+    val_ds = (
+        make_dataset(val_paths, val_labels, num_classes, options.image_size, options.batch_size)
+        if val_paths
+        else None
+    )
+    model = model_builder(num_classes)
+    optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
+    model.compile(
+        optimizer=optimizers[options.optimizer](learning_rate=options.learning_rate),
+        loss="categorical_crossentropy",
+        metrics=[
+            "accuracy",
+            keras.metrics.TopKCategoricalAccuracy(k=min(3, num_classes), name="top3"),
+        ],
+    )
+    history_path = run_dir / "history.csv"
+    previous_epochs = len(_read_history(history_path))
+    monitor = "val_loss" if val_ds is not None else "loss"
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "best.keras"), monitor=monitor, save_best_only=True
+        ),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+    ]
+    if options.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                patience=options.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    if on_epoch is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch(
+                    epoch + 1, options.epochs, {k: float(v) for k, v in (logs or {}).items()}
+                )
+            )
+        )
+    if previous_epochs:
+        log.info("resuming training in %s after epoch %d", run_dir, previous_epochs)
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=options.epochs,
+        class_weight=class_weights(train_labels, num_classes),
+        callbacks=callbacks,
+        verbose=2,
+    )
+    model_path = run_dir / "model.keras"
+    with atomic_path(model_path.with_suffix(".keras")) as tmp:
+        keras_tmp = tmp.with_suffix(".keras")
+        model.save(keras_tmp)
+        keras_tmp.replace(tmp)
+    rows = _read_history(history_path)
+    curves = plot_history(history_path, run_dir / "training_curves.png")
+    best = min((r[monitor] for r in rows if monitor in r), default=None)
+    return TrainResult(
+        model_path=model_path,
+        history_path=history_path,
+        curves_path=curves,
+        epochs_run=len(rows),
+        resumed_from_epoch=previous_epochs,
+        best_val_loss=best,
+    )
+
+
+def train_run(
+    split_manifest: Path,
+    clean_dir: Path,
+    augmented_dir: Path | None,
+    run_dir: Path,
+    spec: Any,
+    options: TrainOptions,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``spec`` (a :class:`landmarks.models.ModelSpec`) on a split manifest's train part
+    plus the augmented chunks, validating on its val part."""
+    from landmarks.dataset import load_dataset
+    from landmarks.models import make_model
+
+    view = load_dataset(split_manifest, clean_dir, augmented_dir)
+    log.info(
+        "training on %d images (%d augmented), validating on %d, %d classes",
+        len(view.train),
+        view.num_augmented,
+        len(view.val),
+        len(view.class_names),
+    )
+    return train_model(
+        lambda n: make_model(spec, n),
+        (view.train.paths, view.train.labels),
+        (view.val.paths, view.val.labels),
+        len(view.class_names),
+        run_dir,
+        options,
+        on_epoch=on_epoch,
+    )
