@@ -7,6 +7,7 @@ retried or re-run training with the same folder resumes from the last finished e
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,10 +53,24 @@ def class_weights(labels: list[int], num_classes: int) -> dict[int, float]:
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
+    """Rows of history.csv, one per epoch (a resumed run may log an epoch twice; last wins)."""
     if not path.exists():
         return []
     with path.open(newline="") as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        rows = {}
+        for row in csv.DictReader(fh):
+            if row.get("epoch") in (None, "", "epoch"):
+                continue
+            rows[int(float(row["epoch"]))] = {k: float(v) for k, v in row.items() if v != ""}
+    return [rows[e] for e in sorted(rows)]
+
+
+def completed_epochs(run_dir: Path) -> int:
+    """Epochs finished according to the per-epoch backup (0 when there is none)."""
+    meta = run_dir / "backup" / "training_metadata.json"
+    if not meta.exists():
+        return 0
+    return int(json.loads(meta.read_text()).get("epoch", 0))
 
 
 def plot_history(history_path: Path, out_path: Path) -> Path:
@@ -134,11 +149,12 @@ def train_model(
         ],
     )
     history_path = run_dir / "history.csv"
-    previous_epochs = len(_read_history(history_path))
+    previous_epochs = completed_epochs(run_dir)
     monitor = "val_loss" if val_ds is not None else "loss"
+    # The history row is written before the backup, so a backed-up epoch is always logged.
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         keras.callbacks.CSVLogger(str(history_path), append=True),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "best.keras"), monitor=monitor, save_best_only=True
         ),

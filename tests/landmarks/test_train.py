@@ -1,0 +1,95 @@
+"""Real (tiny) TensorFlow training on real photos."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from landmarks.evaluate import evaluate_model
+from landmarks.models import ModelSpec, make_model
+from landmarks.train import TrainOptions, class_weights, train_model
+
+pytestmark = pytest.mark.slow
+
+
+def _items(small_subset: Path, per_class: int) -> tuple[list[str], list[int], list[str]]:
+    classes = sorted(d.name for d in small_subset.iterdir())
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        for f in sorted((small_subset / c).iterdir())[:per_class]:
+            # decode_jpeg only reads JPEG (the clean stage writes JPEG); skip other formats here
+            if f.suffix.lower() in {".jpg", ".jpeg"}:
+                paths.append(str(f))
+                labels.append(i)
+    return paths, labels, classes
+
+
+def test_original_cnn_shape():
+    model = make_model(ModelSpec(image_size=64, conv_blocks=2), 11)
+    assert model.output_shape == (None, 11)
+    names = [layer.__class__.__name__ for layer in model.layers]
+    assert names[:5] == ["Rescaling", "Conv2D", "LeakyReLU", "MaxPooling2D", "Dropout"]
+
+
+def test_class_weights_balance():
+    w = class_weights([0, 0, 0, 1], 3)
+    assert w[0] == pytest.approx(4 / 9) and w[1] == pytest.approx(4 / 3) and w[2] == 1.0
+
+
+def test_train_then_evaluate_and_rerun_resumes(tmp_path: Path, small_subset: Path):
+    paths, labels, classes = _items(small_subset, 10)
+    spec = ModelSpec(image_size=32, conv_blocks=2, first_filters=8, dense_units=16)
+    opts = TrainOptions(image_size=32, batch_size=8, epochs=2, early_stopping_patience=0)
+    result = train_model(lambda n: make_model(spec, n), (paths, labels), (paths[:8], labels[:8]),
+                         len(classes), tmp_path / "run", opts)
+    assert result.model_path.is_file() and result.epochs_run == 2
+    assert result.curves_path.is_file()
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents*"))
+    ev = evaluate_model(result.model_path, paths, labels, classes, tmp_path / "run", 32)
+    assert 0 <= ev.metrics["top1"] <= ev.metrics["top3"] <= 1
+    assert ev.confusion_path.is_file() and ev.report_path.is_file()
+    # Asking for more epochs in the same run folder continues from epoch 2.
+    more = train_model(lambda n: make_model(spec, n), (paths, labels), (paths[:8], labels[:8]),
+                       len(classes), tmp_path / "run",
+                       TrainOptions(image_size=32, batch_size=8, epochs=3,
+                                    early_stopping_patience=0))
+    assert more.resumed_from_epoch == 2 and more.epochs_run == 3
+
+
+def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path, small_subset: Path):
+    """A training process killed after its first epoch's checkpoint resumes, not restarts."""
+    run_dir = tmp_path / "run"
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from pathlib import Path
+from landmarks.models import ModelSpec, make_model
+from landmarks.train import TrainOptions, train_model
+import keras
+paths, labels = {_items(small_subset, 6)[:2]!r}
+spec = ModelSpec(image_size=32, conv_blocks=1, first_filters=4, dense_units=8)
+opts = TrainOptions(image_size=32, batch_size=8, epochs=3, early_stopping_patience=0)
+real_backup = keras.callbacks.BackupAndRestore
+class DyingBackup(real_backup):
+    # Dies right after the first epoch's checkpoint is on disk, like a killed machine.
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch == 0 and os.environ.get("DIE"):
+            os.kill(os.getpid(), signal.SIGKILL)
+keras.callbacks.BackupAndRestore = DyingBackup
+r = train_model(lambda n: make_model(spec, n), (paths, labels), (paths, labels), 4,
+                Path({str(run_dir)!r}), opts)
+print("RESUMED", r.resumed_from_epoch, "EPOCHS", r.epochs_run)
+"""
+    import os
+
+    env = {**os.environ, "DIE": "1"}
+    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert (run_dir / "backup").exists() and not (run_dir / "model.keras").exists()
+    env.pop("DIE")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RESUMED 1 EPOCHS 3" in done.stdout
+    assert (run_dir / "model.keras").is_file()
