@@ -374,6 +374,16 @@ def _latest_augmented(layout: Any, settings: Settings) -> Path | None:
     return path if (path / "manifest.json").exists() else None
 
 
+ModelNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-name",
+        help="original_cnn (default), vgg, mobilenet_v2 or efficientnet_b0 (more model fields "
+        "in the [train] section of --config).",
+    ),
+]
+
+
 @app.command()
 def train(
     config: ConfigOpt = None,
@@ -381,21 +391,32 @@ def train(
     epochs: EpochsOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchOpt = None,
+    model_name: ModelNameOpt = None,
     run_id: Annotated[
         str | None, typer.Option(help="Resume this run instead of a new one.")
     ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="Promote to champion if it beats it on the same test split.")
+    ] = True,
 ) -> None:
-    """Train the CNN on the train split plus its augmented chunks, in storage/runs/<run-id>/,
-    then evaluate it on the test split. --run-id of an interrupted run resumes it."""
+    """Train a model on the train split plus its augmented chunks, in storage/runs/<run-id>/,
+    evaluate it on the test split and promote it to champion if it beats the champion on that
+    same split. --run-id of an interrupted run resumes it from its last finished epoch."""
     from dataclasses import asdict
 
     from landmarks import registry
     from landmarks import split as split_core
-    from landmarks.evaluate import evaluate_run
+    from landmarks.evaluate import append_to_report, evaluate_run, evaluate_split
     from landmarks.storage import Layout
     from landmarks.train import train_run
 
-    settings, _ = _settings(config, storage, None, None, epochs, image_size, batch_size)
+    settings, overrides = _settings(config, storage, None, None, epochs, image_size, batch_size)
+    if model_name:
+        try:
+            settings = load_settings(config, {**overrides, "train": {
+                **overrides["train"], "model": model_name}})
+        except ValueError as exc:
+            _fail(str(exc))
     layout = Layout(settings.storage_dir)
     if not layout.split_manifest.exists():
         _fail(f"no split manifest at {layout.split_manifest}: run `landmarks refresh` first")
@@ -408,6 +429,7 @@ def train(
         run_id,
         {
             "dataset_version": version,
+            "split_manifest": str(layout.split_manifest),
             "augmented_dir": str(augmented_dir) if augmented_dir else None,
             "model": asdict(spec),
             "train": asdict(train_opts),
@@ -428,14 +450,37 @@ def train(
         run_dir,
         layout.split_manifest,
         layout.clean_dir,
-        spec.image_size,
+        None,
         settings.evaluate.batch_size,
         settings.evaluate.top_k,
-        {"run": run_id, "dataset version": version, "epochs run": trained.epochs_run},
+        {
+            "run": run_id,
+            "model": spec.name,
+            "dataset version": version,
+            "epochs run": trained.epochs_run,
+            "training time (s)": f"{trained.train_seconds:.0f}",
+        },
     )
+    verdict = ""
+    if promote:
+
+        def champion_here(model_path: Path) -> dict[str, Any] | None:
+            try:
+                return evaluate_split(
+                    model_path, layout.split_manifest, layout.clean_dir,
+                    run_dir / "champion_eval", settings.evaluate.batch_size,
+                ).metrics
+            except ValueError:
+                return None
+
+        decision = registry.promote_if_better(
+            layout.runs_dir, run_id, version, result.metrics, trained.model_path, champion_here
+        )
+        append_to_report(result.report_path, decision.markdown())
+        verdict = f"\n{'promoted' if decision.promoted else 'not promoted'}: {decision.reason}"
     typer.echo(
         f"run {run_id}: test top-1 {result.metrics['top1']:.4f}, "
-        f"top-3 {result.metrics.get('top3', float('nan')):.4f} -> {result.report_path}"
+        f"top-3 {result.metrics.get('top3', float('nan')):.4f} -> {result.report_path}{verdict}"
     )
 
 
@@ -452,64 +497,40 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate any saved model on any class-per-folder directory of images (any format the
-    clean stage accepts; files it would quarantine are skipped and listed)."""
+    clean stage accepts; files it would quarantine are skipped and listed with their reason).
+    Writes metrics.json, report.md, a confusion matrix and a gallery of misclassified photos
+    into --out."""
     import tempfile
 
-    from landmarks import images
-    from landmarks.evaluate import evaluate_model
-    from landmarks.ingest import list_class_folders
+    from landmarks.evaluate import evaluate_folder
     from landmarks.storage import atomic_write_json
 
     settings, _ = _settings(config)
-    clean_opts = opt.clean_options(settings)
-    run_config = model.parent / "run.json"
-    class_names = None
-    image_size = settings.train.image_size
-    if run_config.exists():
-        meta = json.loads(run_config.read_text())
-        image_size = meta.get("model", {}).get("image_size", image_size)
-        metrics_path = model.parent / "metrics.json"
-        if metrics_path.exists():
-            class_names = json.loads(metrics_path.read_text())["class_names"]
-    tree = list_class_folders(data)
-    class_names = class_names or sorted(tree)
-    unknown = sorted(set(tree) - set(class_names))
-    if unknown:
-        _fail(f"classes the model does not know: {', '.join(unknown)}")
     with tempfile.TemporaryDirectory(prefix="landmarks-eval-") as tmp:
-        paths, labels, skipped = [], [], []
-        for name, files in tree.items():
-            for i, f in enumerate(files):
-                try:
-                    norm = images.load_normalized(f, clean_opts.limits())
-                except images.ImageRejected as exc:
-                    skipped.append({"path": str(f.relative_to(data)), "reason": exc.reason})
-                    continue
-                dest = Path(tmp) / f"{name}-{i}.jpg"
-                dest.write_bytes(images.encode_jpeg(norm.image, 95))
-                paths.append(str(dest))
-                labels.append(class_names.index(name))
-        result = evaluate_model(
-            model,
-            paths,
-            labels,
-            class_names,
-            out_dir or Path(tmp) / "report",
-            image_size,
-            title=f"Evaluation of {model} on {data}",
-        )
-    metrics = {**result.metrics, "skipped": skipped}
+        try:
+            result = evaluate_folder(
+                model,
+                data,
+                out_dir or Path(tmp) / "report",
+                opt.clean_options(settings),
+                settings.evaluate.batch_size,
+                settings.evaluate.top_k,
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+    metrics = result.metrics
     if json_out:
         atomic_write_json(json_out, metrics)
     typer.echo(
         f"{metrics['num_images']} images: top-1 {metrics['top1']:.4f}, "
-        f"top-3 {metrics.get('top3', float('nan')):.4f}, {len(skipped)} skipped"
+        f"top-3 {metrics.get('top3', float('nan')):.4f}, {len(metrics['skipped'])} skipped"
+        + (f"\nreport: {result.report_path}" if out_dir else "")
     )
 
 
 @app.command()
 def runs(storage: StorageOpt = None, config: ConfigOpt = None) -> None:
-    """List training runs with their test metrics."""
+    """List training runs with their test metrics; * marks the champion."""
     from landmarks.registry import list_runs
     from landmarks.storage import Layout
 
@@ -517,7 +538,147 @@ def runs(storage: StorageOpt = None, config: ConfigOpt = None) -> None:
     for r in list_runs(Layout(settings.storage_dir).runs_dir):
         top1 = f"{r['top1']:.4f}" if r.get("top1") is not None else "-"
         top3 = f"{r['top3']:.4f}" if r.get("top3") is not None else "-"
-        typer.echo(f"{r['run_id']}  dataset {r['dataset_version']}  top-1 {top1}  top-3 {top3}")
+        mark = "*" if r.get("champion") else " "
+        model = r.get("model", {}).get("name", "?")
+        typer.echo(
+            f"{mark} {r['run_id']}  {model}  dataset {r['dataset_version']}  "
+            f"top-1 {top1}  top-3 {top3}"
+        )
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (any format clean accepts).")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="A saved .keras model (default: champion).")
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON: [{path, top3: [{label, probability}]}].")
+    ] = False,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the top-3 landmarks of each image with their probabilities."""
+    from landmarks.predict import predict_files
+    from landmarks.registry import champion_model_path
+    from landmarks.storage import Layout
+
+    settings, _ = _settings(config, storage)
+    try:
+        model_path = model or champion_model_path(Layout(settings.storage_dir).runs_dir)
+        missing = [str(p) for p in images if not p.is_file()]
+        if missing:
+            _fail(f"no such image file: {', '.join(missing)}")
+        result = predict_files(model_path, images, opt.clean_options(settings))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    for s in result.skipped:
+        typer.secho(f"skipped {s['path']}: {s['reason']} ({s['detail']})", err=True,
+                    fg=typer.colors.YELLOW)
+    if json_out:
+        typer.echo(json.dumps([p.as_dict() for p in result.predictions], indent=2))
+    else:
+        for p in result.predictions:
+            typer.echo(
+                f"{p.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in p.top)
+            )
+    if result.skipped:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Folder for saved_model/ and model.tflite.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="A saved .keras model (default: champion).")
+    ] = None,
+    fmt: Annotated[
+        list[str] | None, typer.Option("--format", help="savedmodel and/or tflite (default both).")
+    ] = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Export a model (the champion by default) as a TensorFlow SavedModel and a TFLite file,
+    with classes.json (the label order) beside them."""
+    from landmarks.predict import export_model
+    from landmarks.registry import champion_model_path
+    from landmarks.storage import Layout
+
+    settings, _ = _settings(config, storage)
+    try:
+        model_path = model or champion_model_path(Layout(settings.storage_dir).runs_dir)
+        result = export_model(model_path, out, tuple(fmt or ("savedmodel", "tflite")))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    for path in (result.saved_model_dir, result.tflite_path, result.classes_path):
+        if path:
+            typer.echo(str(path))
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[
+        Path, typer.Argument(help="Sweep TOML, e.g. configs/original_table.toml.")
+    ],
+    epoch_scale: Annotated[
+        float | None,
+        typer.Option("--epoch-scale", help="Multiply every trial's epochs (CPU: 0.1 or less)."),
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only this trial (repeatable).")
+    ] = None,
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Run a grid of training configurations as Prefect tasks and write a results table
+    (markdown, CSV and a table artifact) with the original project's columns. A rerun skips
+    finished trials and resumes an interrupted one."""
+    settings, overrides = _settings(config, storage)
+    layout_root = settings.storage_dir
+    from flows.sweep import sweep as sweep_flow
+    from landmarks.storage import Layout
+
+    if not Layout(layout_root).split_manifest.exists():
+        _fail("no split manifest: run `landmarks refresh` first")
+    if not sweep_file.is_file():
+        _fail(f"sweep file {sweep_file} not found")
+    augmented = _latest_augmented(Layout(layout_root), settings)
+    result = sweep_flow(
+        sweep_path=str(sweep_file),
+        config_path=str(config) if config else None,
+        overrides=_overrides_json(overrides),
+        augmented_dir=str(augmented) if augmented else None,
+        epoch_scale=epoch_scale,
+        only=only,
+    )
+    typer.echo(Path(result["results_md"]).read_text())
+    typer.echo(f"{result['results_md']}\n{result['results_csv']}")
+
+
+@app.command()
+def leakage(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    epochs: EpochsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchOpt = None,
+) -> None:
+    """The leakage study: train the same model with the original protocol (augment every
+    photo, then split) and with ours (split, then augment train only) on the same photos, and
+    report how much the first inflates test accuracy."""
+    settings, overrides = _settings(config, storage, None, None, epochs, image_size, batch_size)
+    from flows.sweep import leakage as leakage_flow
+    from landmarks.storage import Layout
+
+    if not Layout(settings.storage_dir).split_manifest.exists():
+        _fail("no split manifest: run `landmarks refresh` first")
+    augmented = _latest_augmented(Layout(settings.storage_dir), settings)
+    result = leakage_flow(
+        config_path=str(config) if config else None,
+        overrides=_overrides_json(overrides),
+        augmented_dir=str(augmented) if augmented else None,
+    )
+    typer.echo(Path(result["report_path"]).read_text())
 
 
 if __name__ == "__main__":

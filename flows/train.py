@@ -23,6 +23,7 @@ def train(
     overrides: dict[str, Any] | None = None,
     augmented_dir: str | None = None,
     run_id: str | None = None,
+    promote: bool = True,
 ) -> dict[str, Any]:
     """Train on the current split (plus augmented chunks) and evaluate on its test part.
 
@@ -30,6 +31,7 @@ def train(
         augmented_dir: the augmented chunks to add to training; the refresh flow passes it.
             None trains on the clean train split alone.
         run_id: reuse a run folder (a re-run resumes from its last epoch); new when None.
+        promote: compare with the champion on the same test split and promote if better.
     """
     settings = load_settings(Path(config_path) if config_path else None, overrides)
     layout = Layout(settings.storage_dir.resolve())
@@ -68,9 +70,19 @@ def train(
         spec.image_size,
         settings.evaluate.batch_size,
         settings.evaluate.top_k,
-        extra={"run": run_id, "dataset version": version, "epochs run": trained.epochs_run},
+        extra={
+            "run": run_id,
+            "model": spec.name,
+            "dataset version": version,
+            "epochs run": trained.epochs_run,
+            "resumed after epoch": trained.resumed_from_epoch,
+            "training time (s)": f"{trained.train_seconds:.0f}",
+        },
+        dataset_version=version,
+        promote=promote,
     )
     m = evaluated.metrics
+    champion = registry.read_champion(layout.runs_dir)
     return {
         "run_id": run_id,
         "run_dir": str(run_dir),
@@ -79,4 +91,8 @@ def train(
         "top1": m["top1"],
         "top3": m.get("top3"),
         "loss": m["loss"],
+        "epochs_run": trained.epochs_run,
+        "train_seconds": trained.train_seconds,
+        "champion": champion["run_id"] if champion else None,
+        "promoted": bool(champion and champion["run_id"] == run_id),
     }

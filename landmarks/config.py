@@ -89,7 +89,11 @@ class AugmentConfig(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    model: Literal["original_cnn"] = "original_cnn"
+    model: Literal["original_cnn", "vgg", "mobilenet_v2", "efficientnet_b0"] = Field(
+        default="original_cnn",
+        description="original_cnn (the original's Sequential CNN), vgg, or a keras.applications "
+        "backbone.",
+    )
     image_size: int = Field(default=128, ge=16)
     batch_size: int = Field(default=32, ge=1)
     epochs: int = Field(default=20, ge=1)
@@ -102,12 +106,37 @@ class TrainConfig(BaseModel):
     kernel_size: int = Field(default=3, ge=1)
     activation: Literal["relu", "leaky_relu", "elu"] = "leaky_relu"
     leaky_alpha: float = Field(default=0.01, ge=0)
+    later_activation: Literal["same", "none", "relu", "leaky_relu", "elu"] = Field(
+        default="same",
+        description="Activation of the 2nd/3rd blocks and the dense layer; 'none' is the "
+        "original table's '-'.",
+    )
+    pooling: Literal["max", "avg"] = "max"
+    pool_size: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.25, ge=0, lt=1)
-    dense_units: int = Field(default=256, ge=1)
+    dense_units: int = Field(default=256, ge=0, description="0: no hidden dense layer.")
+    batch_norm: bool = Field(default=False, description="BatchNormalization after each conv.")
+    global_pool: bool = Field(
+        default=False, description="GlobalAveragePooling instead of Flatten before the head."
+    )
+    weights: str = Field(
+        default="none",
+        description="Transfer backbones: 'none', 'imagenet' (needs the network once) or a local "
+        "weights file.",
+    )
+    freeze_backbone: bool = True
+    width_multiplier: float = Field(default=1.0, gt=0, description="MobileNetV2 alpha.")
     optimizer: Literal["adam", "rmsprop"] = "adam"
     learning_rate: float = Field(default=1e-3, gt=0)
     early_stopping_patience: int = Field(default=5, ge=0, description="0 disables early stopping.")
     shuffle_buffer: int = Field(default=2048, ge=1)
+    augment_on_the_fly: Literal["none", "flip", "light"] = Field(
+        default="none", description="Random augmentation inside the input pipeline."
+    )
+    class_weighting: bool = Field(default=True, description="Balanced class weights.")
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto: mixed_float16 when a GPU is visible."
+    )
     seed: int = 42
 
 

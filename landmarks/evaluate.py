@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from landmarks.storage import atomic_path, atomic_write_json, atomic_write_text
+from landmarks.clean import CleanOptions
+from landmarks.storage import atomic_path, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,57 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], out_path: Path
     return out_path
 
 
+def plot_gallery(
+    misclassified: list[dict[str, Any]], out_path: Path, max_images: int = 24, columns: int = 6
+) -> Path:
+    """A grid of misclassified test photos, each titled true -> predicted (probability)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    shown = misclassified[:max_images]
+    rows = max(1, -(-len(shown) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, shown, strict=False):
+        with Image.open(item["path"]) as im:
+            im.draft("RGB", (160, 160))
+            ax.imshow(im.convert("RGB"))
+        ax.set_title(
+            f"{item['true']}\n-> {item['predicted']} ({item['probability']:.2f})", fontsize=7
+        )
+    if not shown:
+        axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    fig.suptitle(f"Misclassified test photos ({len(shown)} of {len(misclassified)})")
+    fig.tight_layout()
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return out_path
+
+
+def misclassified_items(
+    probs: np.ndarray, labels: list[int], paths: list[str], class_names: list[str]
+) -> list[dict[str, Any]]:
+    """Every wrong prediction, most confident first (the most surprising mistakes lead)."""
+    predicted = np.asarray(probs).argmax(axis=1)
+    wrong = [
+        {
+            "path": str(paths[i]),
+            "true": class_names[labels[i]],
+            "predicted": class_names[int(predicted[i])],
+            "probability": float(probs[i, predicted[i]]),
+        }
+        for i in range(len(paths))
+        if int(predicted[i]) != labels[i]
+    ]
+    wrong.sort(key=lambda w: -w["probability"])
+    return wrong
+
+
 def render_report(metrics: dict[str, Any], title: str, extra: dict[str, Any] | None = None) -> str:
     topk_key = next(k for k in metrics if k.startswith("top") and k != "top1")
     lines = [
@@ -139,7 +191,43 @@ def render_report(metrics: dict[str, Any], title: str, extra: dict[str, Any] | N
         for p in metrics["most_confused"]:
             lines.append(f"| {p['true']} | {p['predicted']} | {p['count']} |")
     lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    wrong = metrics.get("misclassified")
+    if wrong is not None:
+        lines += [f"## Misclassified ({len(wrong)})", ""]
+        if wrong:
+            lines += ["![misclassified test photos](misclassified.png)", ""]
+            lines += ["| photo | true | predicted | probability |", "|---|---|---|---|"]
+            for w in wrong[:24]:
+                lines.append(
+                    f"| {Path(w['path']).name} | {w['true']} | {w['predicted']} "
+                    f"| {w['probability']:.3f} |"
+                )
+            lines.append("")
+    skipped = metrics.get("skipped")
+    if skipped:
+        lines += [f"## Skipped ({len(skipped)})", "", "| file | reason |", "|---|---|"]
+        lines += [f"| {s['path']} | {s['reason']} |" for s in skipped]
+        lines.append("")
     return "\n".join(lines)
+
+
+def load_class_names(model_path: Path) -> list[str] | None:
+    """The label order saved beside a model (``classes.json``, else ``metrics.json``)."""
+    folder = Path(model_path).parent
+    for name in ("classes.json", "metrics.json"):
+        path = folder / name
+        if path.exists():
+            names = read_json(path).get("class_names")
+            if names:
+                return list(names)
+    return None
+
+
+def model_image_size(model: Any) -> int:
+    shape = model.input_shape
+    if isinstance(shape, list):
+        shape = shape[0]
+    return int(shape[1])
 
 
 def evaluate_model(
@@ -148,27 +236,44 @@ def evaluate_model(
     labels: list[int],
     class_names: list[str],
     out_dir: Path,
-    image_size: int,
+    image_size: int | None = None,
     batch_size: int = 64,
     top_k: int = 3,
     title: str = "Evaluation",
     extra: dict[str, Any] | None = None,
+    skipped: list[dict[str, str]] | None = None,
+    gallery_size: int = 24,
 ) -> EvaluationResult:
-    """Predict the test images with the saved model; write metrics.json, report.md and plots."""
+    """Predict the images with the saved model; write metrics.json, report.md, the confusion
+    matrix and a gallery of misclassified photos into ``out_dir``.
+
+    ``image_size`` defaults to the model's own input size.
+    """
     import keras
 
-    from landmarks.data import make_dataset
+    from landmarks.data import make_image_dataset
 
     model = keras.models.load_model(model_path)
-    ds = make_dataset(paths, labels, len(class_names), image_size, batch_size)
-    probs = model.predict(ds.map(lambda x, y: x), verbose=0)
+    image_size = image_size or model_image_size(model)
+    if model.output_shape[-1] != len(class_names):
+        raise ValueError(
+            f"{model_path} predicts {model.output_shape[-1]} classes, the data has "
+            f"{len(class_names)}"
+        )
+    if not paths:
+        raise ValueError("no images to evaluate")
+    probs = model.predict(make_image_dataset(paths, image_size, batch_size), verbose=0)
     metrics = compute_metrics(probs, np.asarray(labels), class_names, top_k)
+    metrics["misclassified"] = misclassified_items(probs, labels, paths, class_names)
+    metrics["skipped"] = list(skipped or [])
+    metrics["model_path"] = str(model_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = out_dir / "metrics.json"
-    atomic_write_json(metrics_path, metrics)
     confusion_path = plot_confusion(
         np.asarray(metrics["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png"
     )
+    plot_gallery(metrics["misclassified"], out_dir / "misclassified.png", gallery_size)
+    metrics_path = out_dir / "metrics.json"
+    atomic_write_json(metrics_path, metrics)
     report_path = out_dir / "report.md"
     atomic_write_text(report_path, render_report(metrics, title, extra))
     log.info(
@@ -177,28 +282,148 @@ def evaluate_model(
     return EvaluationResult(metrics, metrics_path, report_path, confusion_path)
 
 
-def evaluate_run(
-    run_dir: Path,
-    split_manifest: Path,
-    clean_dir: Path,
-    image_size: int,
+def append_to_report(report_path: Path, section: str) -> None:
+    """Add a markdown section (e.g. the champion decision) to a written report."""
+    text = Path(report_path).read_text(encoding="utf-8").rstrip("\n")
+    atomic_write_text(report_path, f"{text}\n\n{section.rstrip()}\n")
+
+
+def prepare_images(
+    files: list[Path], work_dir: Path, options: CleanOptions
+) -> tuple[list[str], list[int], list[dict[str, str]]]:
+    """Normalise arbitrary image files exactly as the clean stage does (any format it reads,
+    EXIF orientation, transparency, size limits) into JPEGs under ``work_dir``.
+
+    Returns:
+        (prepared paths, indices into ``files`` of the prepared ones, skipped files with the
+        reason the clean stage would have quarantined them for).
+    """
+    from landmarks import images
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    prepared: list[str] = []
+    kept: list[int] = []
+    skipped: list[dict[str, str]] = []
+    for i, f in enumerate(files):
+        try:
+            norm = images.load_normalized(Path(f), options.limits())
+        except images.ImageRejected as exc:
+            skipped.append({"path": str(f), "reason": exc.reason, "detail": exc.detail})
+            log.warning("skipped %s: %s", f, exc)
+            continue
+        out = images.fit_within(norm.image, options.max_side)
+        dest = work_dir / f"{i:06d}.jpg"
+        dest.write_bytes(images.encode_jpeg(out, options.jpeg_quality))
+        prepared.append(str(dest))
+        kept.append(i)
+    return prepared, kept, skipped
+
+
+def evaluate_folder(
+    model_path: Path,
+    data_dir: Path,
+    out_dir: Path,
+    clean_options: CleanOptions | None = None,
     batch_size: int = 64,
     top_k: int = 3,
+    class_names: list[str] | None = None,
+) -> EvaluationResult:
+    """Evaluate any saved model on any ``DIR/<class>/<images>`` folder.
+
+    Images are normalised like the clean stage does; files it would quarantine are skipped
+    and listed (with their reason) in the metrics and the report. The label order comes from
+    the model's ``classes.json`` when there is one, else from the sorted folder names.
+    """
+    import tempfile
+
+    from landmarks.ingest import list_class_folders
+
+    model_path, data_dir = Path(model_path), Path(data_dir)
+    if not model_path.exists():
+        raise FileNotFoundError(f"model {model_path} not found")
+    tree = list_class_folders(data_dir)
+    if not tree:
+        raise ValueError(f"{data_dir} has no class folders with images")
+    class_names = class_names or load_class_names(model_path) or sorted(tree)
+    unknown = sorted(set(tree) - set(class_names))
+    if unknown:
+        raise ValueError(f"classes the model does not know: {', '.join(unknown)}")
+    files = [f for name in sorted(tree) for f in tree[name]]
+    file_labels = [class_names.index(name) for name in sorted(tree) for _ in tree[name]]
+    with tempfile.TemporaryDirectory(prefix="landmarks-eval-") as tmp:
+        prepared, kept, skipped = prepare_images(files, Path(tmp), clean_options or CleanOptions())
+        for s in skipped:
+            s["path"] = str(Path(s["path"]).relative_to(data_dir))
+        # The gallery must show the original files, not the temp copies.
+        result = evaluate_model(
+            model_path,
+            prepared,
+            [file_labels[i] for i in kept],
+            class_names,
+            out_dir,
+            batch_size=batch_size,
+            top_k=top_k,
+            title=f"Evaluation of {model_path.name} on {data_dir}",
+            skipped=skipped,
+        )
+    originals = dict(zip(prepared, (str(files[i]) for i in kept), strict=True))
+    for w in result.metrics["misclassified"]:
+        w["path"] = originals[w["path"]]
+    atomic_write_json(result.metrics_path, result.metrics)
+    atomic_write_text(
+        result.report_path,
+        render_report(result.metrics, f"Evaluation of {model_path.name} on {data_dir}"),
+    )
+    return result
+
+
+def evaluate_split(
+    model_path: Path,
+    split_manifest: Path,
+    clean_dir: Path,
+    out_dir: Path,
+    batch_size: int = 64,
+    top_k: int = 3,
+    title: str = "Evaluation",
     extra: dict[str, Any] | None = None,
 ) -> EvaluationResult:
-    """Evaluate ``run_dir/model.keras`` on the split manifest's untouched test part."""
+    """Evaluate a model on a split manifest's untouched test part (clean images only)."""
     from landmarks.dataset import load_dataset
 
     view = load_dataset(split_manifest, clean_dir)
     if not len(view.test):
         raise ValueError(f"{split_manifest} has no test images")
     return evaluate_model(
-        run_dir / "model.keras",
+        model_path,
         view.test.paths,
         view.test.labels,
         view.class_names,
+        out_dir,
+        batch_size=batch_size,
+        top_k=top_k,
+        title=title,
+        extra=extra,
+    )
+
+
+def evaluate_run(
+    run_dir: Path,
+    split_manifest: Path,
+    clean_dir: Path,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    top_k: int = 3,
+    extra: dict[str, Any] | None = None,
+) -> EvaluationResult:
+    """Evaluate ``run_dir/model.keras`` on the split manifest's test part, into ``run_dir``.
+
+    ``image_size`` is accepted for compatibility; the model's own input size is used.
+    """
+    return evaluate_split(
+        run_dir / "model.keras",
+        split_manifest,
+        clean_dir,
         run_dir,
-        image_size=image_size,
         batch_size=batch_size,
         top_k=top_k,
         title=f"Evaluation of run {run_dir.name}",

@@ -9,16 +9,18 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from landmarks.storage import atomic_path
+from landmarks.storage import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
+CLASSES_FILE = "classes.json"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class TrainOptions:
     learning_rate: float = 1e-3
     early_stopping_patience: int = 5
     shuffle_buffer: int = 2048
+    augment_on_the_fly: str = "none"  # "none" | "flip" | "light", see landmarks.data.augment
+    class_weighting: bool = True
+    mixed_precision: str = "auto"  # "auto" (on when a GPU is visible) | "on" | "off"
     seed: int = 42
 
 
@@ -41,6 +46,8 @@ class TrainResult:
     epochs_run: int
     resumed_from_epoch: int
     best_val_loss: float | None
+    train_seconds: float = 0.0
+    classes_path: Path | None = None
 
 
 def class_weights(labels: list[int], num_classes: int) -> dict[int, float]:
@@ -71,6 +78,25 @@ def completed_epochs(run_dir: Path) -> int:
     if not meta.exists():
         return 0
     return int(json.loads(meta.read_text()).get("epoch", 0))
+
+
+def _use_mixed_precision(mode: str) -> bool:
+    import tensorflow as tf
+
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    if mode != "auto":
+        raise ValueError(f"mixed_precision is auto, on or off, not {mode!r}")
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def write_classes(run_dir: Path, class_names: list[str]) -> Path:
+    """The label order of a model, beside it: predict and evaluate read it back."""
+    path = run_dir / CLASSES_FILE
+    atomic_write_json(path, {"class_names": list(class_names)})
+    return path
 
 
 def plot_history(history_path: Path, out_path: Path) -> Path:
@@ -106,12 +132,17 @@ def train_model(
     run_dir: Path,
     options: TrainOptions,
     on_epoch: EpochCallback | None = None,
+    class_names: list[str] | None = None,
 ) -> TrainResult:
     """Fit ``model_builder(num_classes)`` and save ``model.keras`` in ``run_dir``.
+
+    A run folder that holds a per-epoch backup resumes after its last finished epoch; asking
+    for more epochs than were run continues the same training.
 
     Args:
         train_items, val_items: (image paths, label indices).
         on_epoch: called after each epoch with (epoch, epochs, logs).
+        class_names: written to ``classes.json`` beside the model (label order).
     """
     import keras
 
@@ -132,14 +163,24 @@ def train_model(
         shuffle=True,
         seed=options.seed,
         shuffle_buffer=options.shuffle_buffer,
+        augment_mode=options.augment_on_the_fly,
     )
     val_ds = (
         make_dataset(val_paths, val_labels, num_classes, options.image_size, options.batch_size)
         if val_paths
         else None
     )
-    model = model_builder(num_classes)
+    previous_policy = keras.mixed_precision.global_policy().name
+    if _use_mixed_precision(options.mixed_precision):
+        # float16 compute, float32 variables; the softmax layer stays float32 (see models).
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = model_builder(num_classes)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
+    if options.optimizer not in optimizers:
+        raise ValueError(f"unknown optimizer {options.optimizer!r}; choose adam or rmsprop")
     model.compile(
         optimizer=optimizers[options.optimizer](learning_rate=options.learning_rate),
         loss="categorical_crossentropy",
@@ -178,19 +219,24 @@ def train_model(
         )
     if previous_epochs:
         log.info("resuming training in %s after epoch %d", run_dir, previous_epochs)
+    weights = class_weights(train_labels, num_classes) if options.class_weighting else None
+    started = time.monotonic()
     model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=options.epochs,
-        class_weight=class_weights(train_labels, num_classes),
+        class_weight=weights,
         callbacks=callbacks,
         verbose=2,
     )
+    train_seconds = time.monotonic() - started
     model_path = run_dir / "model.keras"
-    with atomic_path(model_path.with_suffix(".keras")) as tmp:
+    with atomic_path(model_path) as tmp:
+        # Keras insists on the .keras suffix; save beside the temp name, then rename.
         keras_tmp = tmp.with_suffix(".keras")
         model.save(keras_tmp)
         keras_tmp.replace(tmp)
+    classes_path = write_classes(run_dir, class_names) if class_names else None
     rows = _read_history(history_path)
     curves = plot_history(history_path, run_dir / "training_curves.png")
     best = min((r[monitor] for r in rows if monitor in r), default=None)
@@ -201,6 +247,8 @@ def train_model(
         epochs_run=len(rows),
         resumed_from_epoch=previous_epochs,
         best_val_loss=best,
+        train_seconds=train_seconds,
+        classes_path=classes_path,
     )
 
 
@@ -234,4 +282,5 @@ def train_run(
         run_dir,
         options,
         on_epoch=on_epoch,
+        class_names=view.class_names,
     )
