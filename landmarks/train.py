@@ -68,7 +68,10 @@ def _read_history(path: Path) -> list[dict[str, float]]:
         for row in csv.DictReader(fh):
             if row.get("epoch") in (None, "", "epoch"):
                 continue
-            rows[int(float(row["epoch"]))] = {k: float(v) for k, v in row.items() if v != ""}
+            # CSVLogger writes "NA" for a metric missing in an epoch (e.g. no validation).
+            rows[int(float(row["epoch"]))] = {
+                k: float(v) for k, v in row.items() if v not in ("", "NA", None)
+            }
     return [rows[e] for e in sorted(rows)]
 
 
