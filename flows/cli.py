@@ -681,5 +681,75 @@ def leakage(
     typer.echo(Path(result["report_path"]).read_text())
 
 
+
+@app.command()
+def serve(
+    refresh_cron: Annotated[
+        str, typer.Option(help="Cron of the scheduled refresh (default Mondays 03:00).")
+    ] = "0 3 * * 1",
+    timezone: Annotated[str, typer.Option(help="Time zone of the cron.")] = "UTC",
+    limit: Annotated[int, typer.Option(help="Flow runs at once in this process.")] = 2,
+) -> None:
+    """Register the deployments (landmarks-refresh/weekly, landmarks-retrain/on-demand,
+    landmarks-pipeline/full) and run them in this process, no work pool or worker needed.
+    Set PREFECT_API_URL to a running `prefect server` first. Ctrl-C stops it."""
+    from flows.deploy import serve_all
+
+    serve_all(refresh_cron=refresh_cron, timezone=timezone, limit=limit)
+
+
+@app.command()
+def deploy(
+    pool: Annotated[str, typer.Option(help="Process work pool to create and deploy to.")] = (
+        "landmarks"
+    ),
+    name: Annotated[
+        list[str] | None, typer.Option(help="Only these deployments of prefect.yaml.")
+    ] = None,
+) -> None:
+    """Register the deployments of prefect.yaml on a Prefect server (PREFECT_API_URL), after
+    creating the process work pool and the concurrency limits (one training at a time). Then
+    run `prefect worker start --pool landmarks`."""
+    from flows.deploy import deploy_all
+
+    deploy_all(pool=pool, names=name)
+
+
+@app.command()
+def retrain(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    epochs: EpochsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchOpt = None,
+    wait: Annotated[
+        bool, typer.Option(help="Wait for the run and print its metrics.")
+    ] = False,
+    deployment: Annotated[
+        str, typer.Option(help="Retrain deployment to start.")
+    ] = "landmarks-retrain/on-demand",
+) -> None:
+    """Ask the Prefect server to retrain now: starts a run of the retrain deployment, which a
+    worker (or `landmarks serve`) picks up. Prints the flow run id and where to follow it."""
+    from prefect.deployments import run_deployment
+
+    from flows.deploy import RetrainParameters, TrainingParameters
+
+    params = RetrainParameters(
+        config_path=str(config.resolve()) if config else None,
+        storage_dir=str(storage.resolve()) if storage else None,
+        training=TrainingParameters(epochs=epochs, image_size=image_size, batch_size=batch_size),
+    )
+    run = run_deployment(
+        deployment,
+        parameters={"params": params.model_dump(mode="json")},
+        timeout=None if wait else 0,
+        as_subflow=False,
+    )
+    typer.echo(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'scheduled'}")
+    if wait and run.state and not run.state.is_completed():
+        _fail(f"retrain ended {run.state.name}: {run.state.message}")
+
+
 if __name__ == "__main__":
     app()

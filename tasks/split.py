@@ -7,10 +7,10 @@ from prefect.logging import get_run_logger
 
 from landmarks import split
 from landmarks.storage import Layout
-from tasks import _ui
+from tasks import _policy, _ui
 
 
-@task(name="split", retries=0)
+@task(name="split", retries=0, cache_policy=_policy.SPLIT_CACHE)
 def split_task(
     storage_dir: Path, kept_path: Path, options: split.SplitOptions
 ) -> split.SplitResult:

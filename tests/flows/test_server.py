@@ -1,0 +1,262 @@
+"""The deployments against a real Prefect server: no Docker, everything on 127.0.0.1.
+
+Starts `prefect server start` with its own PREFECT_HOME on a free port, registers the
+deployments of prefect.yaml with `landmarks deploy` (work pool, concurrency limits), starts a
+process worker, then drives it through the REST API as the UI would: a refresh that grows the
+dataset starts a retrain by itself, a second retrain is asked for on demand at the same time,
+the training concurrency limit keeps the two trainings from overlapping, and the runs'
+artifacts are read back. Everything started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    # Its own process group, so stopping it also stops the flow runs it spawned.
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+class Api:
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def post(self, path: str, body: dict | None = None) -> dict | list:
+        r = self.http.post(path, json=body or {})
+        r.raise_for_status()
+        return r.json()
+
+    def get(self, path: str) -> dict:
+        r = self.http.get(path)
+        r.raise_for_status()
+        return r.json()
+
+    def deployment_id(self, name: str) -> str:
+        return self.get(f"/deployments/name/{name}")["id"]
+
+    def run_deployment(self, name: str, parameters: dict) -> str:
+        run = self.post(
+            f"/deployments/{self.deployment_id(name)}/create_flow_run",
+            {"parameters": parameters},
+        )
+        return run["id"]
+
+    def wait(self, flow_run_id: str, timeout_s: float, logs: list[Path]) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.get(f"/flow_runs/{flow_run_id}")
+            if run["state_type"] in TERMINAL:
+                return run
+            time.sleep(1)
+        tails = "\n".join(p.read_text()[-3000:] for p in logs if p.exists())
+        pytest.fail(f"flow run {flow_run_id} did not finish in {timeout_s}s:\n{tails}")
+
+    def flow_runs_of(self, deployment: str) -> list[dict]:
+        return self.post(
+            "/flow_runs/filter",
+            {"deployments": {"id": {"any_": [self.deployment_id(deployment)]}}},
+        )
+
+    def task_runs(self, flow_run_ids: list[str], name: str) -> list[dict]:
+        return self.post(
+            "/task_runs/filter",
+            {"flow_runs": {"id": {"any_": flow_run_ids}}, "task_runs": {"name": {"any_": [name]}}},
+        )
+
+    def with_subflows(self, flow_run_id: str) -> list[str]:
+        ids, todo = [flow_run_id], [flow_run_id]
+        while todo:
+            children = self.post(
+                "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": todo}}}
+            )
+            todo = [c["id"] for c in children]
+            ids += todo
+        return ids
+
+    def artifacts(self, flow_run_id: str) -> dict[str, dict]:
+        """Artifacts of a run and of its subflows, by key."""
+        found = self.post(
+            "/artifacts/filter",
+            {"flow_runs": {"id": {"any_": self.with_subflows(flow_run_id)}}},
+        )
+        return {a["key"]: a for a in found if a.get("key")}
+
+    def logs(self, flow_run_id: str) -> str:
+        found = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}})
+        return "\n".join(entry["message"] for entry in found)
+
+
+@pytest.fixture(scope="module")
+def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, dict, Path]]:
+    """A Prefect server, the deployments and a process worker, all on 127.0.0.1."""
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        # Cached stage results go to the storage volume in production; here, the test's home.
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "results"),
+    }
+    env.pop("PREFECT_SERVER_EPHEMERAL_ENABLED", None)
+    started: list[subprocess.Popen] = []
+    server_log, worker_log = home / "server.log", home / "worker.log"
+    try:
+        started.append(
+            _start(
+                [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                 "--port", str(port)],
+                env,
+                server_log,
+            )
+        )
+        api = Api(url)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if api.http.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or started[0].poll() is not None:
+                pytest.fail(f"prefect server did not start:\n{server_log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        subprocess.run(
+            [str(BIN / "landmarks"), "deploy"], env=env, cwd=REPO_ROOT, check=True, timeout=180
+        )
+        started.append(
+            _start(
+                [str(BIN / "prefect"), "worker", "start", "--pool", "landmarks", "--type",
+                 "process", "--limit", "3"],
+                env,
+                worker_log,
+            )
+        )
+        yield api, env, home
+    finally:
+        for proc in reversed(started):
+            _stop(proc)
+
+
+def _config(tmp_path: Path, storage: Path, source: Path) -> Path:
+    path = tmp_path / "landmarks.toml"
+    path.write_text(
+        f'storage_dir = "{storage}"\nsource = "{source}"\n'
+        "[augment]\nmultiplier = 0.5\nchunk_size = 8\noutput_size = 48\n"
+        "[train]\nepochs = 1\nimage_size = 32\nbatch_size = 16\nconv_blocks = 1\n"
+        "first_filters = 4\ndense_units = 16\n"
+    )
+    return path
+
+
+def _interval(task_run: dict) -> tuple[datetime, datetime]:
+    return (
+        datetime.fromisoformat(task_run["start_time"]),
+        datetime.fromisoformat(task_run["end_time"]),
+    )
+
+
+def test_scheduled_refresh_retrains_on_growth_and_on_demand(
+    prefect_stack, tmp_path: Path, small_subset: Path
+):
+    api, _, home = prefect_stack
+    logs = [home / "worker.log", home / "server.log"]
+    storage = tmp_path / "storage"
+    config = _config(tmp_path, storage, small_subset)
+
+    # The weekly deployment has its cron schedule and pydantic parameter schema.
+    weekly = api.get(f"/deployments/{api.deployment_id('landmarks-refresh/weekly')}")
+    assert [s["schedule"]["cron"] for s in weekly["schedules"]] == ["0 3 * * 1"]
+    schema = weekly["parameter_openapi_schema"]
+    assert "RefreshParameters" in schema["definitions"]
+    assert "retrain_on_growth" in schema["definitions"]["RefreshParameters"]["properties"]
+
+    # A refresh on an empty storage grows it by 100%: it starts a retrain by itself.
+    refresh_id = api.run_deployment(
+        "landmarks-refresh/weekly",
+        {"params": {"config_path": str(config), "retrain_on_growth": 0.2}},
+    )
+    refresh = api.wait(refresh_id, 150, logs)
+    assert refresh["state_type"] == "COMPLETED", api.logs(refresh_id)
+    stage_counts = api.artifacts(refresh_id)["images-per-stage"]
+    assert stage_counts["type"] == "table"
+
+    # Retrain on demand, through the API, while the automatic one may still run.
+    on_demand_id = api.run_deployment(
+        "landmarks-retrain/on-demand", {"params": {"config_path": str(config)}}
+    )
+    retrains = api.flow_runs_of("landmarks-retrain/on-demand")
+    auto = [r for r in retrains if "retrain-on-growth" in r["tags"]]
+    assert len(auto) == 1, "the growing refresh did not start a retrain"
+    finished = [api.wait(r, 240, logs) for r in (auto[0]["id"], on_demand_id)]
+    for run in finished:
+        assert run["state_type"] == "COMPLETED", api.logs(run["id"])
+
+    # The global training limit: the two trainings ran one after the other.
+    trains = api.task_runs([i for r in finished for i in api.with_subflows(r["id"])], "train")
+    assert len(trains) == 2 and all(t["state_type"] == "COMPLETED" for t in trains)
+    (a_start, a_end), (b_start, b_end) = sorted(_interval(t) for t in trains)
+    assert a_end <= b_start, "two trainings ran at the same time"
+
+    # Its artifacts, read back through the API: the report, per-class metrics, file links.
+    artifacts = api.artifacts(on_demand_id)
+    assert artifacts["training-report"]["type"] == "markdown"
+    assert "top" in artifacts["training-report"]["data"].lower()
+    assert artifacts["per-class-metrics"]["type"] == "table"
+    report_link = artifacts["training-report-file"]
+    assert report_link["type"] == "link" and report_link["data"].startswith("file://")
+    assert Path(report_link["data"].removeprefix("file://")).is_file()
+    assert artifacts["confusion-matrix-plot"]["type"] == "link"
+    # Stable keys: the UI keeps one history per key, with both runs in it.
+    history = api.post(
+        "/artifacts/filter", {"artifacts": {"key": {"any_": ["training-report"]}}}
+    )
+    assert len(history) >= 2
+    assert len(list((storage / "runs").glob("*/metrics.json"))) == 2
