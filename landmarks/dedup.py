@@ -1,17 +1,28 @@
 """Dedup stage: exact and near-duplicate groups, one keeper each, and label conflicts.
 
-Exact duplicates share a hash of their decoded pixels. Near duplicates are found with
-imagehash's perceptual hash (pHash) compared against all eight dihedral variants (flips
-and 90-degree rotations) of every other image, with a vectorised Hamming search. Groups are
-the connected components of the "within threshold" relation. A group whose members carry
+Exact duplicates share a hash of their decoded pixels. Near duplicates are found in three
+steps:
+
+1. hashes (:mod:`landmarks.hashing`): imagehash's pHash of every image, of its 8 dihedral
+   variants (flips and 90-degree rotations) and of its centre crop(s), computed from one
+   reduced decode and one DCT;
+2. search (:mod:`landmarks.hamming`): every image's own hash and crop hashes are looked up
+   among all images' dihedral hashes within ``threshold`` bits, with multi-index hashing;
+3. verification (:mod:`landmarks.verify`): a pair farther apart than ``sure_distance`` is
+   kept only if ORB keypoints agree on a similarity transform and the aligned pixels
+   correlate, which separates a copy from a second photo taken from the same spot.
+
+Groups are the connected components of the confirmed pairs. A group whose members carry
 different labels is a label conflict: every member is dropped and reported.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +30,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from landmarks import hamming, hashing, images
+from landmarks import verify as verifier
 from landmarks.storage import (
     Layout,
     append_jsonl,
@@ -32,13 +45,31 @@ from landmarks.storage import (
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-NUM_VARIANTS = 8
+NUM_VARIANTS = hashing.NUM_DIHEDRAL
+HASH_VERSION = 2  # bump when the hash computation changes, so cached hashes are redone
 
 
 @dataclass(frozen=True)
 class DedupOptions:
     hash_size: int = 8
-    threshold: int = 10
+    threshold: int = 8
+    sure_distance: int = 4
+    verify: bool = True
+    crop_fractions: tuple[float, ...] = hashing.DEFAULT_CROPS
+    num_workers: int = 1
+    verify_options: verifier.VerifyOptions = field(default_factory=verifier.VerifyOptions)
+
+    def key(self) -> dict[str, Any]:
+        """What the result depends on (not how many processes computed it)."""
+        return {
+            "hash_size": self.hash_size,
+            "threshold": self.threshold,
+            "sure_distance": self.sure_distance,
+            "verify": self.verify,
+            "crop_fractions": list(self.crop_fractions),
+            "verify_options": sorted(vars(self.verify_options).items()),
+            "hash_version": HASH_VERSION,
+        }
 
 
 @dataclass(frozen=True)
@@ -51,20 +82,33 @@ class DedupResult:
     report_path: Path
     kept_path: Path
     reused: bool
+    html_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """``dihedral(j, variant)`` matched ``i`` (or a centre crop of ``i``) at ``distance``."""
+
+    i: int
+    j: int
+    distance: int
+    variant: int
+    how: str  # "exact", "hash" (within sure_distance) or "verified"
 
 
 def dihedral_phashes(im: Image.Image, hash_size: int = 8) -> list[str]:
     """pHash (hex) of the 8 dihedral variants of ``im``: rotations by 90 degrees, with and
-    without a horizontal flip. Variant 0 is the image itself."""
-    side = hash_size * 4  # imagehash.phash's default highfreq_factor
-    grey = np.asarray(im.convert("L").resize((side, side), Image.Resampling.LANCZOS))
-    hashes = []
-    for flip in (False, True):
-        base = np.fliplr(grey) if flip else grey
-        for k in range(4):
-            variant = Image.fromarray(np.ascontiguousarray(np.rot90(base, k)))
-            hashes.append(str(imagehash.phash(variant, hash_size=hash_size)))
-    return hashes
+    without a horizontal flip. Variant 0 is the image itself. Same bits as
+    ``imagehash.phash`` of each variant."""
+    side = hash_size * hashing.HIGHFREQ_FACTOR
+    grey = im.convert("L").resize((side, side), Image.Resampling.LANCZOS)
+    return hashing.hash_grey(grey, hash_size, ()).hex()
+
+
+def naive_phash(path: Path, hash_size: int = 8) -> str:
+    """The baseline the benchmark compares with: imagehash on the fully decoded file."""
+    with Image.open(path) as im:
+        return str(imagehash.phash(im, hash_size=hash_size))
 
 
 def hex_to_words(hex_hashes: Iterable[str]) -> np.ndarray:
@@ -80,30 +124,123 @@ def near_pairs(
     base: np.ndarray, variants: np.ndarray, threshold: int, chunk: int = 256
 ) -> list[tuple[int, int, int]]:
     """All pairs (i, j, distance), i < j, with min over variants of Hamming(base_i, variant_j)
-    at most ``threshold``.
+    at most ``threshold``; brute force, any hash length.
 
     Args:
         base: (n, words) uint64, the hash of every image as it is.
         variants: (n, v, words) uint64, the hashes of every image's variants.
     """
     n = base.shape[0]
-    pairs: list[tuple[int, int, int]] = []
+    best: dict[tuple[int, int], int] = {}
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         xor = base[start:stop, None, None, :] ^ variants[None, :, :, :]
         dist = np.bitwise_count(xor).sum(axis=-1, dtype=np.int32).min(axis=-1)
         rows, cols = np.nonzero(dist <= threshold)
         for i, j in zip(rows + start, cols, strict=True):
-            if i < j:
-                pairs.append((int(i), int(j), int(dist[i - start, j])))
-            elif j < i:
+            if i != j:
+                key = (int(min(i, j)), int(max(i, j)))
+                d = int(dist[i - start, j])
                 # the relation is not exactly symmetric under variants; keep the smaller
-                pairs.append((int(j), int(i), int(dist[i - start, j])))
-    best: dict[tuple[int, int], int] = {}
-    for i, j, d in pairs:
-        if best.get((i, j), 1 << 30) > d:
-            best[(i, j)] = d
+                if best.get(key, 1 << 30) > d:
+                    best[key] = d
     return [(i, j, d) for (i, j), d in sorted(best.items())]
+
+
+def hash_candidates(
+    dihedral: np.ndarray, crops: np.ndarray, threshold: int, num_workers: int = 1
+) -> list[Pair]:
+    """Pairs of images whose own or crop hash is within ``threshold`` of a dihedral variant of
+    the other; the closest match per pair.
+
+    Args:
+        dihedral: (n, 8, words) uint64.
+        crops: (n, num_crops, words) uint64.
+    """
+    n = dihedral.shape[0]
+    if n < 2:
+        return []
+    queries = np.concatenate([dihedral[:, :1], crops], axis=1)  # (n, 1 + crops, words)
+    per_query = queries.shape[1]
+    if dihedral.shape[-1] == 1:
+        found = hamming.radius_search(
+            queries.reshape(-1), dihedral.reshape(-1), threshold, num_workers=num_workers
+        )
+        q_img = found.query // per_query
+        db_img, db_var = found.db // NUM_VARIANTS, found.db % NUM_VARIANTS
+        dist = found.distance.astype(np.int64)
+    else:  # hashes longer than 64 bits: chunked brute force
+        q_img_l, db_l, dist_l = [], [], []
+        flat_q = queries.reshape(n * per_query, -1)
+        flat_db = dihedral.reshape(n * NUM_VARIANTS, -1)
+        for a in range(0, len(flat_q), 128):
+            d = np.bitwise_count(flat_q[a : a + 128, None, :] ^ flat_db[None]).sum(-1)
+            qi, di = np.nonzero(d <= threshold)
+            q_img_l.append((qi + a) // per_query)
+            db_l.append(di)
+            dist_l.append(d[qi, di])
+        q_img = np.concatenate(q_img_l)
+        db_all = np.concatenate(db_l)
+        db_img, db_var = db_all // NUM_VARIANTS, db_all % NUM_VARIANTS
+        dist = np.concatenate(dist_l).astype(np.int64)
+    keep = q_img != db_img
+    q_img, db_img, db_var, dist = q_img[keep], db_img[keep], db_var[keep], dist[keep]
+    # Closest match per unordered pair: sort by (pair, distance) and take the first of each.
+    lo, hi = np.minimum(q_img, db_img), np.maximum(q_img, db_img)
+    order = np.lexsort((dist, hi, lo))
+    lo, hi = lo[order], hi[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
+    pick = order[first]
+    return [Pair(int(q_img[k]), int(db_img[k]), int(dist[k]), int(db_var[k]), "hash") for k in pick]
+
+
+def confirm_pairs(
+    candidates: Sequence[Pair],
+    paths: Sequence[Path],
+    options: DedupOptions,
+    cache: dict[tuple[str, str, int], bool] | None = None,
+    keys: Sequence[str] | None = None,
+) -> tuple[list[Pair], list[dict[str, Any]]]:
+    """Keep the candidates within ``sure_distance``; verify the rest with ORB (if enabled).
+
+    Returns (confirmed pairs, new verification records for a cache keyed by ``keys``).
+    """
+    confirmed: list[Pair] = []
+    new_records: list[dict[str, Any]] = []
+    for p in candidates:
+        if p.distance <= options.sure_distance:
+            confirmed.append(p)
+            continue
+        if not options.verify:
+            confirmed.append(p)
+            continue
+        cache_key = (keys[p.i], keys[p.j], p.variant) if keys is not None else None
+        if cache is not None and cache_key in cache:
+            ok = cache[cache_key]
+        else:
+            result = verifier.verify_files(
+                paths[p.i], paths[p.j], p.variant, options.verify_options
+            )
+            ok = result.ok
+            log.debug("verify %s ~ %s (d=%d): %s", paths[p.i], paths[p.j], p.distance, result)
+            if cache_key is not None:
+                new_records.append(
+                    {"a": cache_key[0], "b": cache_key[1], "variant": p.variant, "ok": ok}
+                )
+        if ok:
+            confirmed.append(Pair(p.i, p.j, p.distance, p.variant, "verified"))
+    return confirmed, new_records
+
+
+def pair_distance(a: hashing.ImageHashes, b: hashing.ImageHashes) -> int:
+    """Smallest distance between one image's own/crop hashes and the other's variants."""
+    best = 1 << 30
+    for x, y in ((a, b), (b, a)):
+        q = np.concatenate([x.dihedral[:1], x.crops])
+        d = np.bitwise_count(q[:, None, :] ^ y.dihedral[None]).sum(-1)
+        best = min(best, int(d.min()))
+    return best
 
 
 class _UnionFind:
@@ -128,29 +265,31 @@ def _keeper_key(record: dict[str, Any]) -> tuple:
 
 
 def find_groups(
-    records: list[dict[str, Any]], hashes: list[list[str]], threshold: int
+    records: list[dict[str, Any]],
+    hashes: Sequence[hashing.ImageHashes],
+    pairs: Sequence[Pair],
 ) -> tuple[list[dict[str, Any]], list[int]]:
-    """Group records by exact pixel hash and near-duplicate pHash.
+    """Group records by exact pixel hash and confirmed near-duplicate pairs.
 
-    Returns (groups, kept_indices): each group is {keeper, members: [(index, distance)],
+    Every record needs ``pixel_hash``, ``class``, ``path`` and, for the keeper rule (highest
+    resolution, then largest file), ``source_width``, ``source_height``, ``raw_bytes``.
+
+    Returns (groups, kept_indices): each group is {keeper, members: [(index, distance, how)],
     classes}; groups of one are not listed. ``kept_indices`` holds the keeper of every
     consistent group and every singleton; members of label conflicts are not kept.
     """
     n = len(records)
     uf = _UnionFind(n)
-    distance: dict[tuple[int, int], int] = {}
+    how: dict[tuple[int, int], str] = {}
     by_pixels: dict[str, int] = {}
     for i, r in enumerate(records):
         first = by_pixels.setdefault(r["pixel_hash"], i)
         if first != i:
             uf.union(first, i)
-            distance[(first, i)] = 0
-    if n:
-        base = hex_to_words(h[0] for h in hashes)
-        variants = hex_to_words(v for h in hashes for v in h).reshape(n, len(hashes[0]), -1)
-        for i, j, d in near_pairs(base, variants, threshold):
-            uf.union(i, j)
-            distance.setdefault((i, j), d)
+            how[(first, i)] = "exact"
+    for p in pairs:
+        uf.union(p.i, p.j)
+        how.setdefault((min(p.i, p.j), max(p.i, p.j)), p.how)
     members: dict[int, list[int]] = {}
     for i in range(n):
         members.setdefault(uf.find(i), []).append(i)
@@ -167,19 +306,70 @@ def find_groups(
             if k == keeper:
                 continue
             pair = (min(k, keeper), max(k, keeper))
-            dups.append((k, distance.get(pair)))
+            if records[k]["pixel_hash"] == records[keeper]["pixel_hash"]:
+                dups.append((k, 0, "exact"))
+            else:
+                # "linked" members reached the keeper through another member of the group.
+                dups.append((k, pair_distance(hashes[keeper], hashes[k]), how.get(pair, "linked")))
         groups.append({"keeper": keeper, "members": dups, "classes": classes})
         if len(classes) == 1:
             kept.append(keeper)
     return groups, sorted(kept)
 
 
-def _load_hash_cache(path: Path, hash_size: int) -> dict[str, list[str]]:
+def _hash_row(h: hashing.ImageHashes) -> dict[str, list[str]]:
     return {
-        r["sha256"]: r["phash"]
-        for r in read_jsonl(path)
-        if r.get("hash_size") == hash_size and len(r.get("phash", [])) == NUM_VARIANTS
+        "dihedral": [hashing.words_to_hex(w) for w in h.dihedral],
+        "crops": [hashing.words_to_hex(w) for w in h.crops],
     }
+
+
+def _hashes_from_row(row: dict[str, Any]) -> hashing.ImageHashes:
+    return hashing.ImageHashes(
+        dihedral=hex_to_words(row["dihedral"]), crops=hex_to_words(row["crops"])
+    )
+
+
+def _hash_settings(options: DedupOptions) -> dict[str, Any]:
+    return {
+        "hash_size": options.hash_size,
+        "crops": list(options.crop_fractions),
+        "version": HASH_VERSION,
+    }
+
+
+def _hash_one(args: tuple[Path, int, tuple[float, ...]]) -> hashing.ImageHashes:
+    path, hash_size, crops = args
+    return hashing.hash_path(path, hash_size, crops)
+
+
+def hash_files(
+    paths: Sequence[Path],
+    options: DedupOptions,
+    progress: Progress | None = None,
+    on_hashed: Callable[[int, hashing.ImageHashes], None] | None = None,
+) -> list[hashing.ImageHashes]:
+    """Hash files (reduced decode), in ``options.num_workers`` processes (0: one per CPU)."""
+    jobs = [(Path(p), options.hash_size, options.crop_fractions) for p in paths]
+    workers = options.num_workers or os.cpu_count() or 1
+    out: list[hashing.ImageHashes] = []
+    if workers <= 1 or len(jobs) < 64:
+        results: Iterable[hashing.ImageHashes] = map(_hash_one, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(workers)
+        results = pool.map(_hash_one, jobs, chunksize=32)
+    try:
+        for i, h in enumerate(results):
+            out.append(h)
+            if on_hashed:
+                on_hashed(i, h)
+            if progress:
+                progress(i + 1, len(jobs))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return out
 
 
 def dedup_clean(
@@ -190,42 +380,67 @@ def dedup_clean(
 ) -> DedupResult:
     """Find duplicate groups among ``clean_records`` and write the report and kept list.
 
-    Perceptual hashes are cached per clean file (``dedup/hashes.jsonl``); an unchanged input
-    with unchanged options reuses the previous report without any work.
+    Hashes are cached per clean file (``dedup/hashes.jsonl``) and verification outcomes per
+    pair (``dedup/verified.jsonl``); an unchanged input with unchanged options reuses the
+    previous report without any work.
     """
     records = sorted(clean_records, key=lambda r: r["path"] + "|" + r["raw_path"])
     input_digest = digest_records(
         [{"p": r["path"], "s": r["sha256"], "c": r["class"], "r": r["raw_path"]} for r in records]
-        + [{"options": [options.hash_size, options.threshold]}]
+        + [{"options": options.key()}]
     )
     kept_path = layout.dedup_dir / "kept.jsonl"
+    html_path = layout.dedup_dir / "report.html"
     if layout.dedup_report.exists() and kept_path.exists():
         previous = read_json(layout.dedup_report)
         if previous.get("input_digest") == input_digest:
             log.info("dedup: input unchanged, reusing %s", layout.dedup_report)
-            return _result_from_report(previous, layout, kept_path, reused=True)
+            return _result_from_report(previous, layout, kept_path, html_path, reused=True)
 
+    settings = _hash_settings(options)
     cache_path = layout.dedup_dir / "hashes.jsonl"
-    cache = _load_hash_cache(cache_path, options.hash_size)
-    new_rows = []
-    hashes: list[list[str]] = []
-    for i, r in enumerate(records, start=1):
-        if r["sha256"] not in cache:
-            with Image.open(layout.clean_dir / r["path"]) as im:
-                im.draft("L", (options.hash_size * 8, options.hash_size * 8))
-                cache[r["sha256"]] = dihedral_phashes(im, options.hash_size)
-            new_rows.append(
-                {"sha256": r["sha256"], "hash_size": options.hash_size, "phash": cache[r["sha256"]]}
-            )
-            if len(new_rows) >= 200:
-                append_jsonl(cache_path, new_rows)
-                new_rows = []
-        hashes.append(cache[r["sha256"]])
-        if progress:
-            progress(i, len(records))
-    append_jsonl(cache_path, new_rows)
+    cache = {
+        r["sha256"]: _hashes_from_row(r)
+        for r in read_jsonl(cache_path)
+        if r.get("settings") == settings
+    }
+    todo = sorted(
+        {r["sha256"]: r for r in records if r["sha256"] not in cache}.values(),
+        key=lambda r: r["path"],
+    )
+    pending: list[dict[str, Any]] = []
 
-    groups, kept = find_groups(records, hashes, options.threshold)
+    def remember(i: int, h: hashing.ImageHashes) -> None:
+        cache[todo[i]["sha256"]] = h
+        pending.append({"sha256": todo[i]["sha256"], "settings": settings, **_hash_row(h)})
+        if len(pending) >= 200:  # a crash loses at most this many hashes
+            append_jsonl(cache_path, pending)
+            pending.clear()
+
+    hash_files([layout.clean_dir / r["path"] for r in todo], options, progress, remember)
+    append_jsonl(cache_path, pending)
+    if progress and not todo:
+        progress(len(records), len(records))
+    hashes = [cache[r["sha256"]] for r in records]
+
+    candidates = _candidates(hashes, options)
+    verified_path = layout.dedup_dir / "verified.jsonl"
+    vkey = digest_records([{"v": sorted(vars(options.verify_options).items())}])[:12]
+    verified = {
+        (r["a"], r["b"], r["variant"]): r["ok"]
+        for r in read_jsonl(verified_path)
+        if r.get("options") == vkey
+    }
+    pairs, new_checks = confirm_pairs(
+        candidates,
+        [layout.clean_dir / r["path"] for r in records],
+        options,
+        verified,
+        [r["sha256"] for r in records],
+    )
+    append_jsonl(verified_path, [{**c, "options": vkey} for c in new_checks])
+
+    groups, kept = find_groups(records, hashes, pairs)
     report_groups = []
     conflicts = []
     for g in groups:
@@ -233,14 +448,16 @@ def dedup_clean(
         entry = {
             "keeper": keeper["path"],
             "class": keeper["class"],
+            "raw_path": keeper["raw_path"],
             "duplicates": [
                 {
                     "path": records[k]["path"],
                     "class": records[k]["class"],
                     "raw_path": records[k]["raw_path"],
                     "distance": d,
+                    "match": how,
                 }
-                for k, d in g["members"]
+                for k, d, how in g["members"]
             ],
         }
         if len(g["classes"]) > 1:
@@ -248,33 +465,60 @@ def dedup_clean(
             conflicts.append(entry)
         else:
             report_groups.append(entry)
-    kept_records = []
-    for k in kept:
-        r = records[k]
-        kept_records.append({**r, "phash": hashes[k][0]})
+    kept_records = [
+        {**records[k], "phash": hashing.words_to_hex(hashes[k].dihedral[0])} for k in kept
+    ]
     write_jsonl(kept_path, kept_records)
     report = {
         "input_digest": input_digest,
-        "options": {"hash_size": options.hash_size, "threshold": options.threshold},
+        "options": options.key(),
         "num_images": len(records),
         "num_kept": len(kept_records),
         "num_duplicates": sum(len(g["duplicates"]) for g in report_groups),
+        "num_candidates": len(candidates),
+        "num_verified": sum(1 for p in pairs if p.how == "verified"),
+        "num_rejected": len(candidates) - len(pairs),
         "groups": report_groups,
         "label_conflicts": conflicts,
     }
+    from landmarks import dedup_report
+
+    quarantine = read_jsonl(layout.quarantine_manifest)
+    dedup_report.write_html(
+        html_path,
+        title="Duplicates and quarantined files",
+        groups=[dedup_report.group_view(g, layout.clean_dir, conflict=False) for g in report_groups]
+        + [dedup_report.group_view(g, layout.clean_dir, conflict=True) for g in conflicts],
+        quarantined=[
+            dedup_report.QuarantineView(
+                layout.quarantine_dir / q["path"], q["raw_path"], q["reason"], q.get("detail", "")
+            )
+            for q in {q["raw_path"]: q for q in quarantine}.values()
+        ],
+    )
     atomic_write_json(layout.dedup_report, report)
     log.info(
-        "dedup: %d images, %d kept, %d groups, %d label conflicts",
+        "dedup: %d images, %d kept, %d groups, %d label conflicts, %d/%d candidates verified",
         len(records),
         len(kept_records),
         len(report_groups),
         len(conflicts),
+        report["num_verified"],
+        len(candidates),
     )
-    return _result_from_report(report, layout, kept_path, reused=False)
+    return _result_from_report(report, layout, kept_path, html_path, reused=False)
+
+
+def _candidates(hashes: Sequence[hashing.ImageHashes], options: DedupOptions) -> list[Pair]:
+    if not hashes:
+        return []
+    dihedral = np.stack([h.dihedral for h in hashes])
+    crops = np.stack([h.crops for h in hashes])
+    return hash_candidates(dihedral, crops, options.threshold, options.num_workers)
 
 
 def _result_from_report(
-    report: dict[str, Any], layout: Layout, kept_path: Path, reused: bool
+    report: dict[str, Any], layout: Layout, kept_path: Path, html_path: Path, reused: bool
 ) -> DedupResult:
     return DedupResult(
         num_images=report["num_images"],
@@ -285,4 +529,143 @@ def _result_from_report(
         report_path=layout.dedup_report,
         kept_path=kept_path,
         reused=reused,
+        html_path=html_path if html_path.exists() else None,
+    )
+
+
+# --- the standalone command: any folder tree, no pipeline storage ---------------------------
+
+
+@dataclass(frozen=True)
+class FolderResult:
+    root: Path
+    num_files: int
+    num_images: int
+    groups: list[dict[str, Any]]  # {"keeper": rel, "duplicates": [{"path", "distance", "match"}]}
+    quarantined: list[dict[str, str]]  # {"path": rel, "reason": code, "detail": text}
+
+    @property
+    def num_duplicates(self) -> int:
+        return sum(len(g["duplicates"]) for g in self.groups)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented output: paths relative to the folder."""
+        return {
+            "groups": [
+                {"keeper": g["keeper"], "duplicates": [d["path"] for d in g["duplicates"]]}
+                for g in self.groups
+            ],
+            "quarantined": [{"path": q["path"], "reason": q["reason"]} for q in self.quarantined],
+            "details": {
+                "groups": self.groups,
+                "quarantined": self.quarantined,
+                "num_files": self.num_files,
+                "num_images": self.num_images,
+            },
+        }
+
+
+def _scan_one(
+    args: tuple[Path, images.ImageLimits, int, tuple[float, ...]],
+) -> tuple[dict[str, Any], hashing.ImageHashes | None]:
+    path, limits, hash_size, crops = args
+    try:
+        norm = images.load_normalized(path, limits)
+    except images.ImageRejected as exc:
+        return {"reason": exc.reason, "detail": exc.detail}, None
+    except OSError as exc:  # unreadable on disk (permissions, a vanished file)
+        return {"reason": images.UNREADABLE, "detail": str(exc)}, None
+    im = norm.image
+    info = {
+        "pixel_hash": images.pixel_hash(im),
+        "source_width": im.size[0],
+        "source_height": im.size[1],
+        "raw_bytes": path.stat().st_size,
+        "animated": norm.animated,
+    }
+    return info, hashing.hash_image(im, hash_size, crops)
+
+
+def list_files(root: Path) -> list[Path]:
+    """Every regular file under ``root``, hidden ones skipped, in a stable order."""
+    return sorted(
+        p
+        for p in Path(root).rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def dedup_folder(
+    root: Path,
+    options: DedupOptions,
+    limits: images.ImageLimits,
+    progress: Progress | None = None,
+) -> FolderResult:
+    """Dedup any folder tree in place of a pipeline run: decode and check every file (the
+    clean stage's rules), then group exact and near duplicates. Nothing is written or moved.
+
+    Files in different top-level folders are taken as different labels: a group across them
+    is flagged ``label_conflict``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    files = list_files(root)
+    jobs = [(p, limits, options.hash_size, options.crop_fractions) for p in files]
+    workers = options.num_workers or os.cpu_count() or 1
+    if workers > 1 and len(jobs) >= 64:
+        with ProcessPoolExecutor(workers) as pool:
+            scanned = []
+            for i, item in enumerate(pool.map(_scan_one, jobs, chunksize=16)):
+                scanned.append(item)
+                if progress:
+                    progress(i + 1, len(jobs))
+    else:
+        scanned = []
+        for i, job in enumerate(jobs):
+            scanned.append(_scan_one(job))
+            if progress:
+                progress(i + 1, len(jobs))
+    records: list[dict[str, Any]] = []
+    hashes: list[hashing.ImageHashes] = []
+    paths: list[Path] = []
+    quarantined: list[dict[str, str]] = []
+    for path, (info, h) in zip(files, scanned, strict=True):
+        rel = path.relative_to(root).as_posix()
+        if h is None:
+            quarantined.append({"path": rel, **info})
+            continue
+        parts = path.relative_to(root).parts
+        records.append({**info, "path": rel, "class": parts[0] if len(parts) > 1 else ""})
+        hashes.append(h)
+        paths.append(path)
+    candidates = _candidates(hashes, options)
+    pairs, _ = confirm_pairs(candidates, paths, options)
+    found, _ = find_groups(records, hashes, pairs)
+    groups = []
+    for g in sorted(found, key=lambda g: records[g["keeper"]]["path"]):
+        groups.append(
+            {
+                "keeper": records[g["keeper"]]["path"],
+                "duplicates": [
+                    {"path": records[k]["path"], "distance": d, "match": how}
+                    for k, d, how in sorted(g["members"], key=lambda m: records[m[0]]["path"])
+                ],
+                "label_conflict": len(g["classes"]) > 1,
+            }
+        )
+    log.info(
+        "dedup %s: %d files, %d quarantined, %d duplicates in %d groups",
+        root,
+        len(files),
+        len(quarantined),
+        sum(len(g["duplicates"]) for g in groups),
+        len(groups),
+    )
+    return FolderResult(
+        root=root,
+        num_files=len(files),
+        num_images=len(records),
+        groups=groups,
+        quarantined=quarantined,
     )
