@@ -286,26 +286,101 @@ def clean(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
 
 
 @app.command()
-def dedup(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
-    """Find exact and near-duplicate clean images (perceptual hashes, flips and rotations
-    included); keep one per group; drop photos filed under two classes. Writes
-    storage/dedup/report.json."""
-    from landmarks import clean as clean_core
+def dedup(
+    folder: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Any folder tree to dedup on its own (no pipeline run, nothing moved). "
+            "Without it: the clean images in storage."
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="With FOLDER: write groups and quarantined files here."),
+    ] = None,
+    html_out: Annotated[
+        Path | None,
+        typer.Option("--html", help="With FOLDER: the HTML report (default: beside --json)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Processes decoding and hashing (0: all CPUs).")
+    ] = None,
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Find exact and near-duplicate images: perceptual hashes of every flip, 90-degree
+    rotation and centre crop, a multi-index Hamming search, and ORB keypoint verification of
+    the less certain pairs. One keeper per group (highest resolution, then largest file).
+
+    `landmarks dedup DIR --json OUT.json` checks any folder tree: files the clean stage would
+    refuse are listed with their reason, and OUT.json holds {"groups": [{"keeper", "duplicates"}],
+    "quarantined": [{"path", "reason"}]} with paths relative to DIR.
+
+    Without DIR: the pipeline's clean images; photos filed under two classes are dropped.
+    Writes storage/dedup/report.json, kept.jsonl and report.html.
+    """
+    from dataclasses import replace
+
     from landmarks import dedup as dedup_core
-    from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
+    options = opt.dedup_options(settings)
+    if workers is not None:
+        options = replace(options, num_workers=workers)
+    if folder is not None:
+        from landmarks import dedup_report
+        from landmarks.storage import atomic_write_json
+
+        if not folder.is_dir():
+            _fail(f"{folder} is not a folder")
+        with _bar("dedup") as bar:
+            found = dedup_core.dedup_folder(
+                folder, options, opt.clean_options(settings).limits(), bar
+            )
+        if json_out:
+            atomic_write_json(json_out, found.to_json())
+        html_path = html_out or (
+            json_out.with_suffix(".html") if json_out else Path("dedup-report.html")
+        )
+        dedup_report.write_html(
+            html_path,
+            f"Duplicates in {folder}",
+            [dedup_report.group_view(g, folder, g["label_conflict"]) for g in found.groups],
+            [
+                dedup_report.QuarantineView(folder / q["path"], q["path"], q["reason"], q["detail"])
+                for q in found.quarantined
+            ],
+        )
+        reasons: dict[str, int] = {}
+        for q in found.quarantined:
+            reasons[q["reason"]] = reasons.get(q["reason"], 0) + 1
+        conflicts = sum(1 for g in found.groups if g["label_conflict"])
+        typer.echo(
+            f"{found.num_files} files: {found.num_images} images, {found.num_duplicates} "
+            f"duplicates in {len(found.groups)} groups ({conflicts} across folders), "
+            f"{len(found.quarantined)} quarantined {reasons}"
+        )
+        if json_out:
+            typer.echo(f"json:   {json_out}")
+        typer.echo(f"report: {html_path.resolve().as_uri()}")
+        return
+
+    from landmarks import clean as clean_core
+    from landmarks.storage import Layout
+
     layout = Layout(settings.storage_dir)
     records = clean_core.current_records(
         layout.clean_manifest, opt.clean_options(settings).digest()
     )
     with _bar("hash") as bar:
-        result = dedup_core.dedup_clean(layout, records, opt.dedup_options(settings), bar)
+        result = dedup_core.dedup_clean(layout, records, options, bar)
     typer.echo(
         f"{result.num_images} images: {result.num_kept} kept, {result.num_duplicates} duplicates "
         f"in {result.num_groups} groups, {result.num_conflicts} label conflicts -> "
         f"{result.report_path}"
     )
+    if result.html_path is not None:
+        typer.echo(f"report: {result.html_path.resolve().as_uri()}")
 
 
 @app.command()

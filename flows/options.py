@@ -30,7 +30,9 @@ def clean_options(s: Settings) -> CleanOptions:
 
 
 def dedup_options(s: Settings) -> DedupOptions:
-    return _pick(DedupOptions, s.dedup.model_dump())
+    values = s.dedup.model_dump()
+    values["crop_fractions"] = tuple(values["crop_fractions"])
+    return _pick(DedupOptions, values)
 
 
 def split_options(s: Settings) -> SplitOptions:

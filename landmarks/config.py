@@ -57,11 +57,33 @@ class CleanConfig(BaseModel):
 
 
 class DedupConfig(BaseModel):
-    hash_size: int = Field(default=8, ge=4, le=16, description="imagehash phash size (bits = n^2).")
+    hash_size: int = Field(
+        default=8,
+        ge=4,
+        le=16,
+        description="imagehash phash size (bits = n^2); 8 (64 bits) uses the fast index.",
+    )
     threshold: int = Field(
-        default=10,
+        default=8,
         ge=0,
-        description="Max Hamming distance between perceptual hashes of duplicates.",
+        description="Max Hamming distance between perceptual hashes (own or centre-crop hash vs "
+        "any flip/rotation of the other) of a candidate duplicate pair.",
+    )
+    sure_distance: int = Field(
+        default=4,
+        ge=0,
+        description="Candidates this close are duplicates without verification; farther ones "
+        "must pass ORB keypoint + pixel verification (when verify is on).",
+    )
+    verify: bool = Field(
+        default=True, description="Verify candidate pairs beyond sure_distance with ORB."
+    )
+    crop_fractions: list[float] = Field(
+        default=[0.8],
+        description="Centre crops (share of each side) hashed too, so cropped copies match.",
+    )
+    num_workers: int = Field(
+        default=1, ge=0, description="Processes hashing and searching (0: one per CPU)."
     )
 
 

@@ -51,7 +51,7 @@ def group_view(entry: dict[str, Any], base_dir: Path, conflict: bool) -> GroupVi
             base_dir / d["path"],
             d.get("raw_path", d["path"]),
             f"{d.get('match', '')} d={d.get('distance')}"
-            + (f" [{d['class']}]" if conflict else ""),
+            + (f" [{d['class']}]" if conflict and "class" in d else ""),
         )
         for d in entry["duplicates"]
     ]

@@ -40,4 +40,10 @@ def dedup_task(
         ],
         "Duplicate removal",
     )
+    if result.html_path is not None:
+        _ui.link(
+            "dedup-report",
+            result.html_path,
+            "Duplicate groups and quarantined files, as thumbnails with reasons and distances",
+        )
     return result
