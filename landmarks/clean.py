@@ -34,6 +34,7 @@ class CleanOptions:
     max_pixels: int = 50_000_000
     max_aspect_ratio: float = 5.0
     min_std: float = 4.0
+    min_entropy: float = 3.5
     max_side: int = 512
     jpeg_quality: int = 95
 
@@ -46,6 +47,7 @@ class CleanOptions:
             max_pixels=self.max_pixels,
             max_aspect_ratio=self.max_aspect_ratio,
             min_std=self.min_std,
+            min_entropy=self.min_entropy,
         )
 
 

@@ -50,6 +50,13 @@ class CleanConfig(BaseModel):
         ge=0,
         description="Grey-level standard deviation below which an image is blank.",
     )
+    min_entropy: float = Field(
+        default=3.5,
+        ge=0,
+        le=8,
+        description="Grey-histogram entropy (bits) below which an image is low-information "
+        "(flat icons, silhouettes, logos); photos score 5-7.5.",
+    )
     max_side: int = Field(
         default=512, ge=32, description="Clean images are downscaled so the long side fits this."
     )

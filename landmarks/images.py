@@ -23,7 +23,18 @@ TOO_SMALL = "too_small"
 TOO_LARGE = "too_large"
 EXTREME_ASPECT = "extreme_aspect"
 BLANK = "blank"
-REASONS = (EMPTY, NOT_AN_IMAGE, TRUNCATED, UNREADABLE, TOO_SMALL, TOO_LARGE, EXTREME_ASPECT, BLANK)
+LOW_INFORMATION = "low_information"
+REASONS = (
+    EMPTY,
+    NOT_AN_IMAGE,
+    TRUNCATED,
+    UNREADABLE,
+    TOO_SMALL,
+    TOO_LARGE,
+    EXTREME_ASPECT,
+    BLANK,
+    LOW_INFORMATION,
+)
 
 
 class ImageRejected(Exception):
@@ -41,6 +52,9 @@ class ImageLimits:
     max_pixels: int = 50_000_000
     max_aspect_ratio: float = 5.0
     min_std: float = 4.0
+    # Grey-histogram entropy in bits: photos score 5-7.5; flat icons, silhouettes and
+    # logos (found among crawled landmark "photos") score under 3.5.
+    min_entropy: float = 3.5
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,20 @@ def check_content(rgb: Image.Image, limits: ImageLimits) -> None:
     std = float(grey.std())
     if std < limits.min_std:
         raise ImageRejected(BLANK, f"grey-level std {std:.2f} < {limits.min_std}")
+    entropy = grey_entropy(rgb)
+    if entropy < limits.min_entropy:
+        raise ImageRejected(
+            LOW_INFORMATION, f"grey-histogram entropy {entropy:.2f} bits < {limits.min_entropy}"
+        )
+
+
+def grey_entropy(rgb: Image.Image, side: int = 128) -> float:
+    """Shannon entropy (bits) of the grey-level histogram of a small copy."""
+    grey = rgb.convert("L")
+    grey.thumbnail((side, side))
+    counts = np.bincount(np.asarray(grey).ravel(), minlength=256).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
 
 
 def fit_within(im: Image.Image, max_side: int) -> Image.Image:

@@ -42,6 +42,14 @@ def _bad_files(folder: Path, real_raw: Path) -> dict[str, str]:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 CW on display
     photo.save(folder / "rotated.jpg", exif=exif)
+    photo.save(folder / "photo.tiff")
+    photo.save(folder / "photo.bmp")
+    palette = photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    palette.info["transparency"] = 0
+    palette.save(folder / "palette.png")
+    # A flat illustration from the real crawl: a silhouette icon filed as a Taj Mahal photo.
+    icon = real_raw / "taj_mahal" / "ho_train_Taj_Mahal_2.png"
+    (folder / "icon.png").write_bytes(icon.read_bytes())
     return {
         "empty.jpg": images.EMPTY,
         "page.jpg": images.NOT_AN_IMAGE,
@@ -55,6 +63,10 @@ def _bad_files(folder: Path, real_raw: Path) -> dict[str, str]:
         "anim.gif": "ok",
         "alpha.png": "ok",
         "rotated.jpg": "ok",
+        "photo.tiff": "ok",
+        "photo.bmp": "ok",
+        "palette.png": "ok",
+        "icon.png": images.LOW_INFORMATION,
     }
 
 
@@ -89,6 +101,11 @@ def test_normalisation(tmp_path: Path, real_raw: Path):
     rotated = images.load_normalized(folder / "rotated.jpg", limits).image
     assert rotated.size == (photo.size[1], photo.size[0]), "EXIF orientation applied"
     assert images.load_normalized(folder / "anim.gif", limits).animated
+    assert not images.load_normalized(folder / "cmyk.jpg", limits).animated
+    cmyk = np.asarray(images.load_normalized(folder / "cmyk.jpg", limits).image, dtype=float)
+    assert np.abs(cmyk.mean() - np.asarray(photo, dtype=float).mean()) < 10, "CMYK not inverted"
+    sixteen = images.load_normalized(folder / "sixteen.png", limits)
+    assert sixteen.source_mode.startswith("I") and np.asarray(sixteen.image).std() > 20
     alpha = images.load_normalized(folder / "alpha.png", limits).image
     assert np.asarray(alpha).mean() > np.asarray(photo).mean(), "alpha flattened onto white"
 
@@ -106,7 +123,11 @@ def test_clean_real_photos_all_formats_and_is_incremental(tmp_path: Path, real_r
     import_folder(src, layout)
     options = CleanOptions()
     first = clean_raw(layout, options)
-    assert first.cleaned == len(picked) and first.quarantined == 0
+    # The three Taj Mahal PNGs of the real set are flat vector illustrations, not photos.
+    quarantine = read_jsonl(layout.quarantine_manifest)
+    refused = {Path(r["raw_path"]).name: r["reason"] for r in quarantine}
+    assert refused == {f"ho_train_Taj_Mahal_{i}.png": images.LOW_INFORMATION for i in (1, 2, 3)}
+    assert first.cleaned == len(picked) - 3
     formats = {r["source_format"] for r in read_jsonl(layout.clean_manifest)}
     assert {"AVIF", "WEBP", "PNG", "JPEG"} <= formats
     for r in read_jsonl(layout.clean_manifest):
