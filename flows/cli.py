@@ -240,31 +240,141 @@ def crawl(
     storage: StorageOpt = None,
     catalog: CatalogOpt = None,
     max_per_class: MaxPerClassOpt = None,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engine",
+            "-e",
+            help="Engine to ask: google, bing or baidu. Repeat to set the order "
+            "(default: bing, google, baidu).",
+        ),
+    ] = None,
+    min_size: Annotated[
+        int | None, typer.Option("--min-size", help="Smallest width and height kept, px (100).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Parallel downloads per query (4).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Per-request timeout, seconds (10).")
+    ] = None,
+    delay: Annotated[
+        float | None,
+        typer.Option("--delay", help="Pause before each request, per thread, seconds (0.25)."),
+    ] = None,
+    image_type: Annotated[
+        str | None,
+        typer.Option("--type", help="Engine type filter: photo (default), clipart...; 'any'."),
+    ] = None,
+    size_filter: Annotated[
+        str | None, typer.Option("--size", help="Engine size filter, e.g. large.")
+    ] = None,
+    license_filter: Annotated[
+        str | None, typer.Option("--license", help="Engine licence filter, e.g. commercial.")
+    ] = None,
+    url_list: Annotated[
+        Path | None,
+        typer.Option("--url-list", help="File of '<class> <url>' lines, fetched first."),
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--class", help="Crawl only this class (repeatable).")
+    ] = None,
 ) -> None:
-    """Get images into storage/raw/ (append-only, with provenance in raw/manifest.jsonl).
+    """Get images into storage/raw/: append-only, one provenance record per image in
+    raw/manifest.jsonl (engine, query, URL, result rank, time, sha256, bytes, pixel size, and
+    the refresh that brought it).
 
-    With --source web (default) every catalog class is crawled from the configured engines
-    (Bing, then Google), skipping URLs already downloaded. With --source DIR the folder tree
-    DIR/<class>/<images> is imported as if crawled; files already held are skipped.
+    Engines: --source web (the default) asks Google, Bing and Baidu through icrawler; none needs
+    an API key. Every query asks the engines in order (--engine, repeatable); the next engine is
+    asked whenever one leaves the query short: no results, an error page, or only URLs already
+    held. --url-list FILE fetches its '<class> <url>' lines first, the same way.
+
+    Queries: every query of the class in the catalog (English and local-language names; see
+    --catalog), plus its English and local names.
+
+    Limits: at most --max-per-class new images per class in one crawl (default 400), shared
+    among the queries; --threads downloads at once, --delay between requests, --timeout per
+    request; network errors, timeouts and 5xx answers are retried with exponential backoff.
+    Filters (--type, --size, --license) go to the engines that have them. A download must
+    decode fully as an image at least --min-size px on each side before it is renamed into
+    raw/: empty bodies, HTML pages named .jpg and truncated files never land there.
+
+    Incremental: a re-crawl fetches only URLs never seen before and adds only images whose
+    bytes are new to the class; known URLs are never downloaded again, files in raw/ are never
+    renamed, moved or overwritten. raw/crawl-urls.jsonl lists each URL that did not become a
+    file, and why (failed downloads are retried by the next crawl).
+
+    A class that ends with no image at all (and had none) fails the command with exit code 1,
+    after the other classes are done. Offline: --source DIR imports DIR/<class>/<images>.
     """
     from landmarks import crawl as crawl_core
     from landmarks import ingest
     from landmarks.catalog import load_catalog
-    from landmarks.storage import Layout
+    from landmarks.config import CrawlConfig
+    from landmarks.storage import Layout, StorageBusy, exclusive_lock
 
     settings, _ = _settings(config, storage, source, catalog, max_per_class=max_per_class)
+    flags = {
+        "engines": engine or None,
+        "min_size": min_size,
+        "downloader_threads": threads,
+        "timeout_s": timeout,
+        "request_delay_s": delay,
+        "size_filter": size_filter,
+        "license_filter": license_filter,
+        "url_list": url_list,
+    }
+    values = {**settings.crawl.model_dump(), **{k: v for k, v in flags.items() if v is not None}}
+    if image_type is not None:
+        values["type_filter"] = None if image_type == "any" else image_type
+    try:
+        settings = settings.model_copy(update={"crawl": CrawlConfig.model_validate(values)})
+    except ValueError as exc:
+        _fail(str(exc))
     layout = Layout(settings.storage_dir)
-    if settings.source == "web":
-        _check_web(settings)
-        result = crawl_core.crawl_catalog(
-            load_catalog(settings.catalog_path), layout, opt.crawl_options(settings)
-        )
-    else:
+    if settings.source != "web":
         with _bar("import") as bar:
-            result = ingest.import_folder(Path(settings.source), layout, progress=bar)
-    typer.echo(f"{result.added} new images in {layout.raw_dir} ({result.skipped_known} known)")
-    for name, n in sorted(result.per_class.items()):
-        typer.echo(f"  {name}: {n}")
+            imported = ingest.import_folder(Path(settings.source), layout, progress=bar)
+        typer.echo(
+            f"{imported.added} new images in {layout.raw_dir} ({imported.skipped_known} known)"
+        )
+        for name, n in sorted(imported.per_class.items()):
+            typer.echo(f"  {name}: {n}")
+        return
+    landmarks_ = load_catalog(settings.catalog_path)
+    if only:
+        unknown = sorted(set(only) - {lm.name for lm in landmarks_})
+        if unknown:
+            _fail(f"classes not in the catalog: {', '.join(unknown)}")
+        landmarks_ = [lm for lm in landmarks_ if lm.name in set(only)]
+    options = opt.crawl_options(settings)
+    try:
+        crawl_core.check_network(
+            options.engines, options.connectivity_timeout_s, options.endpoint_map()
+        )
+        with exclusive_lock(settings.storage_dir, "refresh"), _bar("crawl") as bar:
+            result = crawl_core.crawl_catalog(
+                landmarks_, layout, options, progress=bar, check_network_first=False
+            )
+    except (crawl_core.NetworkUnavailable, StorageBusy, ValueError, OSError) as exc:
+        _fail(str(exc))
+    rows = crawl_core.engine_table(result.results, result.failed)
+    if rows:
+        columns = list(rows[0])
+        widths = [max(len(str(c)), *(len(str(r[c])) for r in rows)) for c in columns]
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
+        for r in rows:
+            typer.echo("  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))
+    typer.echo(f"{result.added} new images in {layout.raw_dir} (refresh {result.refresh_id})")
+    if result.failed:
+        typer.secho(
+            f"error: no image at all for {', '.join(result.failed)}; the log says what each "
+            "engine answered (-v for more). Try another --engine order, other queries in the "
+            "catalog, a lower --min-size, or --source DIR.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(code=1)
 
 
 @app.command()

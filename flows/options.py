@@ -22,6 +22,7 @@ def _pick(cls: type, values: dict[str, Any]) -> Any:
 def crawl_options(s: Settings) -> CrawlOptions:
     values = s.crawl.model_dump()
     values["engines"] = tuple(values["engines"])
+    values["endpoints"] = tuple(sorted(values["endpoints"].items()))
     return _pick(CrawlOptions, values)
 
 

@@ -25,15 +25,52 @@ CONFIG_ENV_VAR = "LANDMARKS_CONFIG"
 
 class CrawlConfig(BaseModel):
     engines: list[Literal["google", "bing", "baidu"]] = Field(
-        default=["bing", "google"],
-        description="Web engines to try, in order; the next is used when one yields nothing.",
+        default=["bing", "google", "baidu"],
+        description="Web engines to ask, in order, for every query; the next one is asked when "
+        "one leaves the query short (nothing, an error page, only known URLs). None needs a key.",
     )
-    max_per_class: int = Field(default=400, ge=1, description="Images to fetch per class.")
-    min_size: int = Field(default=100, ge=1, description="Smallest width/height asked of engines.")
-    downloader_threads: int = Field(default=4, ge=1, le=32)
+    max_per_class: int = Field(
+        default=400, ge=1, description="New images to add per class in one crawl (at most)."
+    )
+    min_size: int = Field(
+        default=100, ge=1, description="Smallest width and height kept; smaller are rejected."
+    )
+    downloader_threads: int = Field(default=4, ge=1, le=32, description="Parallel downloads.")
     timeout_s: float = Field(default=10.0, gt=0, description="Per-request timeout in seconds.")
     connectivity_timeout_s: float = Field(
         default=3.0, gt=0, description="How long to wait for the network check before failing."
+    )
+    request_delay_s: float = Field(
+        default=0.25, ge=0, description="Pause before each page or image request, per thread."
+    )
+    max_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a network error, timeout or 5xx answer."
+    )
+    backoff_s: float = Field(
+        default=1.0, ge=0, description="First retry pause; doubles each retry, with jitter."
+    )
+    max_bytes: int = Field(default=30_000_000, ge=1, description="Largest download accepted.")
+    type_filter: str | None = Field(
+        default="photo", description="Engine image-type filter (Google/Bing: photo, clipart...)."
+    )
+    size_filter: str | None = Field(
+        default=None, description="Engine size filter, e.g. 'large' (Google/Bing/Baidu)."
+    )
+    license_filter: str | None = Field(
+        default=None,
+        description="Engine licence filter, e.g. 'commercial' (Google/Bing; Baidu has none).",
+    )
+    endpoints: dict[Literal["google", "bing", "baidu"], str] = Field(
+        default_factory=dict,
+        description="Base URL per engine instead of its own site (a mirror, a proxy, a test "
+        "server), e.g. {bing = 'http://127.0.0.1:8080/bing'}.",
+    )
+    url_list: Path | None = Field(
+        default=None,
+        description="A file of '<class> <url>' lines fetched (before the engines) like results.",
+    )
+    query_time_limit_s: float = Field(
+        default=600.0, gt=0, description="Longest time one engine may spend on one query."
     )
 
 

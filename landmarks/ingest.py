@@ -79,6 +79,39 @@ class RawStore:
             self.known_urls.add(record["url"])
         return record
 
+    def adopt_file(
+        self,
+        src: Path,
+        class_name: str,
+        provenance: dict[str, Any],
+        name: str,
+        digest: str | None = None,
+    ) -> dict | None:
+        """Move a verified staging file (same filesystem) into ``raw/<class>/`` with one rename,
+        and record it. The crawl's downloads take this path: no copy, and a reader never sees a
+        partial file in raw/. None (and ``src`` removed) if the class already holds its bytes.
+        """
+        digest = digest or sha256_file(src)
+        if self.has(class_name, digest):
+            Path(src).unlink(missing_ok=True)
+            return None
+        dest = self._free_name(class_name, name)
+        os.replace(src, dest)
+        record = {
+            **provenance,
+            "class": class_name,
+            "path": dest.relative_to(self.layout.raw_dir).as_posix(),
+            "sha256": digest,
+            "bytes": dest.stat().st_size,
+            "added_at": now_iso(),
+        }
+        append_jsonl(self.layout.raw_manifest, [record])
+        self.records.append(record)
+        self.known.add((class_name, digest))
+        if record.get("url"):
+            self.known_urls.add(record["url"])
+        return record
+
     def _free_name(self, class_name: str, name: str) -> Path:
         folder = self.layout.raw_dir / class_name
         folder.mkdir(parents=True, exist_ok=True)
