@@ -11,6 +11,8 @@ artifacts are read back. Everything started is stopped at the end.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -19,9 +21,12 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import httpx
+import jsonschema
 import pytest
+import yaml
 
 from tests.conftest import REPO_ROOT
 
@@ -57,6 +62,52 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+def _native(command: str | list[str]) -> list[str]:
+    """A compose service's command with this environment's executables."""
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    return [str(BIN / argv[0]), *argv[1:]]
+
+
+def test_compose_file_is_valid_and_complete():
+    """No Docker engine here: the compose spec's JSON schema, then what the stack needs."""
+    from check_jsonschema.builtin_schemas import get_builtin_schema
+
+    compose = _compose()
+    schema = get_builtin_schema("vendor.compose-spec")
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(compose))
+    assert not errors, [e.message for e in errors]
+
+    services = compose["services"]
+    assert {"postgres", "redis", "prefect-server", "prefect-services", "deploy", "worker"} <= set(
+        services
+    )
+    assert "--no-services" in services["prefect-server"]["command"]
+    assert services["prefect-services"]["command"] == "prefect server services start"
+    for name, svc in services.items():
+        for dep in svc.get("depends_on", {}):
+            assert dep in services, f"{name} depends on unknown {dep}"
+        if name != "deploy":  # long-running services report their health
+            assert "healthcheck" in svc, f"{name} has no healthcheck"
+    assert services["worker"]["build"] == "." and (REPO_ROOT / "Dockerfile").is_file()
+    assert "storage:/data/storage" in services["worker"]["volumes"]
+    assert "storage" in compose["volumes"]
+    assert services["worker"]["depends_on"]["deploy"]["condition"] == (
+        "service_completed_successfully"
+    )
+    # The worker serves the pool the deployments of prefect.yaml are on.
+    deployments = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
+    pools = {d["work_pool"]["name"] for d in deployments}
+    assert pools == {"landmarks"} and "--pool landmarks" in services["worker"]["command"]
+    # The image has the code and prefect.yaml where `landmarks deploy` runs.
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    for needed in ("COPY landmarks", "COPY tasks", "COPY flows", "COPY prefect.yaml"):
+        assert needed in dockerfile
 
 
 class Api:
@@ -99,10 +150,10 @@ class Api:
             {"deployments": {"id": {"any_": [self.deployment_id(deployment)]}}},
         )
 
-    def task_runs(self, flow_run_ids: list[str], name: str) -> list[dict]:
+    def task_runs_tagged(self, flow_run_ids: list[str], tag: str) -> list[dict]:
         return self.post(
             "/task_runs/filter",
-            {"flow_runs": {"id": {"any_": flow_run_ids}}, "task_runs": {"name": {"any_": [name]}}},
+            {"flow_runs": {"id": {"any_": flow_run_ids}}, "task_runs": {"tags": {"all_": [tag]}}},
         )
 
     def with_subflows(self, flow_run_id: str) -> list[str]:
@@ -151,8 +202,15 @@ def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ap
     try:
         started.append(
             _start(
-                [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                 "--port", str(port)],
+                [
+                    str(BIN / "prefect"),
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
                 env,
                 server_log,
             )
@@ -168,15 +226,20 @@ def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ap
             if time.monotonic() > deadline or started[0].poll() is not None:
                 pytest.fail(f"prefect server did not start:\n{server_log.read_text()[-3000:]}")
             time.sleep(0.5)
+        # The compose file's own commands, run natively: the one-shot deploy, then the worker.
+        services = _compose()["services"]
         subprocess.run(
-            [str(BIN / "landmarks"), "deploy"], env=env, cwd=REPO_ROOT, check=True, timeout=180
+            _native(services["deploy"]["command"]),
+            env=env,
+            cwd=REPO_ROOT,
+            check=True,
+            timeout=180,
         )
+        worker_env = {**env, "PREFECT_WORKER_WEBSERVER_PORT": str(_free_port())}
+        worker_env["PREFECT_WORKER_WEBSERVER_HOST"] = "127.0.0.1"
         started.append(
             _start(
-                [str(BIN / "prefect"), "worker", "start", "--pool", "landmarks", "--type",
-                 "process", "--limit", "3"],
-                env,
-                worker_log,
+                _native(services["worker"]["command"]) + ["--limit", "3"], worker_env, worker_log
             )
         )
         yield api, env, home
@@ -240,7 +303,8 @@ def test_scheduled_refresh_retrains_on_growth_and_on_demand(
         assert run["state_type"] == "COMPLETED", api.logs(run["id"])
 
     # The global training limit: the two trainings ran one after the other.
-    trains = api.task_runs([i for r in finished for i in api.with_subflows(r["id"])], "train")
+    flow_run_ids = [i for r in finished for i in api.with_subflows(r["id"])]
+    trains = api.task_runs_tagged(flow_run_ids, "training")
     assert len(trains) == 2 and all(t["state_type"] == "COMPLETED" for t in trains)
     (a_start, a_end), (b_start, b_end) = sorted(_interval(t) for t in trains)
     assert a_end <= b_start, "two trainings ran at the same time"
@@ -250,13 +314,14 @@ def test_scheduled_refresh_retrains_on_growth_and_on_demand(
     assert artifacts["training-report"]["type"] == "markdown"
     assert "top" in artifacts["training-report"]["data"].lower()
     assert artifacts["per-class-metrics"]["type"] == "table"
-    report_link = artifacts["training-report-file"]
-    assert report_link["type"] == "link" and report_link["data"].startswith("file://")
-    assert Path(report_link["data"].removeprefix("file://")).is_file()
-    assert artifacts["confusion-matrix-plot"]["type"] == "link"
+    # A link artifact is stored as markdown, "[name](file:///...)".
+    links = {
+        key: re.search(r"\((file://[^)]+)\)", artifacts[key]["data"]).group(1)
+        for key in ("training-report-file", "confusion-matrix-plot", "training-curves-plot")
+    }
+    for uri in links.values():
+        assert Path(unquote(urlparse(uri).path)).is_file()
     # Stable keys: the UI keeps one history per key, with both runs in it.
-    history = api.post(
-        "/artifacts/filter", {"artifacts": {"key": {"any_": ["training-report"]}}}
-    )
+    history = api.post("/artifacts/filter", {"artifacts": {"key": {"any_": ["training-report"]}}})
     assert len(history) >= 2
     assert len(list((storage / "runs").glob("*/metrics.json"))) == 2
