@@ -526,7 +526,8 @@ class SafeGoogleParser(GoogleParser):
     def parse(self, response: Any, **kwargs: Any) -> list[dict[str, str]]:
         result = super().parse(response)
         if result is None:
-            log.warning(
+            log.log(
+                self._empty_page_level(),
                 "google page held no image URLs the parser knows: %s",
                 describe_page(
                     getattr(response, "content", b""),
@@ -536,6 +537,9 @@ class SafeGoogleParser(GoogleParser):
             )
             return []
         return result
+
+    def _empty_page_level(self) -> int:
+        return logging.WARNING
 
 
 class _TrackingParser:
@@ -589,16 +593,19 @@ class _TrackingParser:
                 # unexpected page must cost this page, not the parser thread.
                 self.attempt.note(f"the {self.attempt.engine} parser failed: {exc!r}")
                 log.warning("%s parser failed on %s: %r", self.attempt.engine, response.url, exc)
-            if not tasks:
+            if not tasks and not self._rank:
+                # Nothing at all so far: worth a note in the report. An empty page after
+                # results is just the end of the list (logged at INFO).
                 page = describe_page(response.content, response.status_code)
                 self.attempt.note(f"a page with no results: {page}")
-                if not isinstance(self, SafeGoogleParser):  # that one logs it already
-                    log.warning(
-                        "%s page held no image results: %s: %s",
-                        self.attempt.engine,
-                        response.url,
-                        page,
-                    )
+            if not tasks and not isinstance(self, SafeGoogleParser):  # that one logs itself
+                log.log(
+                    self._empty_page_level(),
+                    "%s page held no image results: %s: %s",
+                    self.attempt.engine,
+                    response.url,
+                    describe_page(response.content, response.status_code),
+                )
         new = [t for t in tasks if t["file_url"] not in self._emitted]
         self._empty_pages = 0 if new else self._empty_pages + 1
         if self._empty_pages >= 2:
@@ -606,6 +613,9 @@ class _TrackingParser:
         if options.request_delay_s:
             time.sleep(options.request_delay_s)
         return new
+
+    def _empty_page_level(self) -> int:
+        return logging.INFO if self._rank else logging.WARNING
 
     def _run_dry(self) -> None:
         self.signal.set(exhausted=True)
@@ -1060,7 +1070,12 @@ def read_url_list(path: Path) -> dict[str, list[str]]:
 
 
 def _run_attempt(
-    run: _ClassRun, engine: str, query: str, wanted: int, urls: list[str] | None = None
+    run: _ClassRun,
+    engine: str,
+    query: str,
+    wanted: int,
+    urls: list[str] | None = None,
+    downloader_cls: type | None = None,
 ) -> AttemptReport:
     options = run.options
     attempt = _Attempt(run, engine, query, wanted)
@@ -1085,7 +1100,7 @@ def _run_attempt(
     crawler = _EngineCrawler(
         feeder_cls=feeder_cls,
         parser_cls=parser_cls,
-        downloader_cls=AtomicDownloader,
+        downloader_cls=downloader_cls or AtomicDownloader,  # another only for benchmarks
         downloader_threads=options.downloader_threads,
         storage={"backend": "FileSystem", "root_dir": str(run.staging_dir)},
         extra_feeder_args=feeder_args,
