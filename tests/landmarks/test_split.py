@@ -26,7 +26,8 @@ def test_growth_never_moves_an_existing_image():
     items = _items({"a": 50, "b": 30})
     first = assign_splits(items, {}, SplitOptions())
     previous = {r["pixel_hash"]: r["split"] for r in first}
-    grown = assign_splits(items + _items({"a": 20, "b": 10}, prefix="new"), previous, SplitOptions())
+    more = _items({"a": 20, "b": 10}, prefix="new")
+    grown = assign_splits(items + more, previous, SplitOptions())
     for r in grown:
         if r["pixel_hash"] in previous:
             assert r["split"] == previous[r["pixel_hash"]]
@@ -39,3 +40,32 @@ def test_seed_changes_the_assignment():
     one = {r["path"]: r["split"] for r in assign_splits(items, {}, SplitOptions(seed=1))}
     two = {r["path"]: r["split"] for r in assign_splits(items, {}, SplitOptions(seed=2))}
     assert one != two
+
+
+def test_a_duplicate_group_never_crosses_splits(tmp_path, real_raw):
+    from PIL import Image, ImageOps
+
+    from landmarks.clean import CleanOptions, clean_raw, current_records
+    from landmarks.dedup import DedupOptions, dedup_clean
+    from landmarks.ingest import import_folder
+    from landmarks.split import split_dataset
+    from landmarks.storage import Layout, read_json, read_jsonl
+
+    tree = tmp_path / "src" / "petra"
+    tree.mkdir(parents=True)
+    originals = sorted((real_raw / "petra").glob("*.jpg"))[:20]
+    for p in originals:
+        (tree / p.name).write_bytes(p.read_bytes())
+        im = Image.open(p).convert("RGB")
+        ImageOps.mirror(im).resize((im.width // 2, im.height // 2)).save(tree / f"copy_{p.name}")
+    layout = Layout(tmp_path / "storage")
+    import_folder(tmp_path / "src", layout)
+    clean_raw(layout, CleanOptions())
+    records = current_records(layout.clean_manifest, CleanOptions().digest())
+    result = dedup_clean(layout, records, DedupOptions())
+    split_dataset(layout, result.kept_path, SplitOptions())
+    in_split = {r["path"] for r in read_jsonl(layout.split_manifest)}
+    for group in read_json(layout.dedup_report)["groups"]:
+        members = {group["keeper"]} | {d["path"] for d in group["duplicates"]}
+        assert len(members & in_split) == 1, "exactly one member of a group is split"
+    assert len(in_split) <= len(originals)
