@@ -130,7 +130,11 @@ def _check_web(settings: Settings) -> None:
     if settings.source != "web":
         return
     try:
-        check_network(tuple(settings.crawl.engines), settings.crawl.connectivity_timeout_s)
+        check_network(
+            tuple(settings.crawl.engines),
+            settings.crawl.connectivity_timeout_s,
+            dict(settings.crawl.endpoints),
+        )
     except NetworkUnavailable as exc:
         _fail(str(exc))
 
@@ -509,7 +513,29 @@ def split(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
         typer.echo(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
-@app.command()
+AUGMENT_HELP = (
+    "Augment the train split (never val or test) on disk, in chunks committed atomically."
+    "\n\n"
+    "Presets (--preset): `original` = the original project's Keras settings: rotation up to "
+    "15 degrees, shear 0.1 (degrees, as Keras reads it), zoom 0.2, width/height shifts 0.1, "
+    "horizontal flip, nearest fill. `landmark` = stronger: random resized crop, flip, "
+    "perspective, small rotation, colour jitter, blur, occlusion patches, JPEG artefacts, "
+    "grey. `none` = resize only."
+    "\n\n"
+    "Targets: --multiplier M adds round(M x n) copies to a class of n train images; "
+    "--target-per-class N instead tops every class up to N images (balancing; a class "
+    "already at N or more gets none). Copies are spread evenly over each class's photos."
+    "\n\n"
+    "Resume: the output folder is named by a hash of the dataset version and these "
+    "settings. Every chunk is written to a temp folder and renamed into place with its "
+    "chunk.json, so rerunning the same command after a crash, Ctrl-C or SIGKILL keeps the "
+    "finished chunks, drops the half-written one and writes the rest; the result is "
+    "byte-identical to an uninterrupted run. Memory per worker stays constant whatever "
+    "the number of images; --workers N runs N processes."
+)
+
+
+@app.command(help=AUGMENT_HELP)
 def augment(
     config: ConfigOpt = None,
     storage: StorageOpt = None,
@@ -517,34 +543,46 @@ def augment(
     target_per_class: TargetOpt = None,
     preset: PresetOpt = None,
     workers: WorkersOpt = None,
+    chunk_size: Annotated[
+        int | None, typer.Option("--chunk-size", help="Images per atomic chunk (default 500).")
+    ] = None,
+    output_size: Annotated[
+        int | None, typer.Option("--output-size", help="Side of the square outputs in px.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Base seed of every image.")] = None,
 ) -> None:
-    """Augment the train split on disk, in chunks committed atomically.
-
-    Presets: `original` (the original project's rotation 15, shear, zoom 0.2, shifts 0.1,
-    horizontal flip), `landmark` (random resized crop, colour jitter, perspective, blur,
-    compression), `none` (resize only). Size: --multiplier M copies per train image, or
-    --target-per-class N to balance every class up to N images. Resume: rerunning the same
-    command after an interruption skips finished chunks and redoes only the unfinished one.
-    """
+    """Augment the train split on disk, in atomic chunks (full help: AUGMENT_HELP)."""
     from landmarks import augment as augment_core
     from landmarks import split as split_core
+    from landmarks.config import AugmentConfig
     from landmarks.storage import Layout
 
     settings, _ = _settings(
         config, storage, None, None, None, None, None, multiplier, target_per_class, preset, workers
     )
+    extra = {"chunk_size": chunk_size, "output_size": output_size, "seed": seed}
+    try:
+        augment_config = AugmentConfig.model_validate(
+            {**settings.augment.model_dump(), **{k: v for k, v in extra.items() if v is not None}}
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    settings = settings.model_copy(update={"augment": augment_config})
     layout = Layout(settings.storage_dir)
     if not layout.split_manifest.exists():
         _fail(f"no split manifest at {layout.split_manifest}: run `landmarks split` first")
-    with _bar("augment") as bar:
-        result = augment_core.augment_train(
-            split_core.read_split(layout.split_manifest, "train"),
-            layout.clean_dir,
-            layout.augmented_dir,
-            split_core.dataset_version(layout.split_manifest),
-            opt.augment_options(settings),
-            bar,
-        )
+    try:
+        with _bar("augment") as bar:
+            result = augment_core.augment_train(
+                split_core.read_split(layout.split_manifest, "train"),
+                layout.clean_dir,
+                layout.augmented_dir,
+                split_core.dataset_version(layout.split_manifest),
+                opt.augment_options(settings),
+                bar,
+            )
+    except RuntimeError as exc:  # another run holds the output, or a clean image is unreadable
+        _fail(str(exc))
     typer.echo(
         f"{result.num_images} augmented images in {result.num_chunks} chunks -> "
         f"{result.output_dir} ({result.chunks_done_before} chunks were already done)"
