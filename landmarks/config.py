@@ -139,7 +139,9 @@ class SplitConfig(BaseModel):
 
 class AugmentConfig(BaseModel):
     preset: Literal["original", "landmark", "none"] = Field(
-        default="original", description="Named albumentations pipeline."
+        default="original",
+        description="Named albumentations pipeline: original (the original project's Keras "
+        "settings), landmark (stronger), none (resize only).",
     )
     multiplier: float = Field(
         default=2.0, ge=0, description="Augmented copies per train image (ignored if target set)."
@@ -148,8 +150,10 @@ class AugmentConfig(BaseModel):
         default=None, ge=1, description="Balance every class up to this many train images."
     )
     chunk_size: int = Field(default=500, ge=1, description="Images written per atomic chunk.")
-    output_size: int = Field(default=256, ge=16, description="Long side of augmented images.")
-    num_workers: int = Field(default=1, ge=1, description="Processes augmenting chunks.")
+    output_size: int = Field(default=256, ge=16, description="Side of the square outputs (px).")
+    num_workers: int = Field(
+        default=1, ge=1, description="Processes augmenting chunks (one OpenCV thread each)."
+    )
     jpeg_quality: int = Field(default=92, ge=50, le=100)
     seed: int = 42
 

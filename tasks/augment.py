@@ -15,7 +15,7 @@ from tasks import _policy, _ui
 def augment_task(
     storage_dir: Path, split_manifest: Path, dataset_version: str, options: augment.AugmentOptions
 ) -> augment.AugmentResult:
-    # A retry resumes: committed chunks are skipped.
+    """Augment the train split in atomic chunks; a retry resumes (committed chunks are kept)."""
     layout = Layout(storage_dir)
     progress = _ui.progress_reporter("augment-progress", "Augmenting the train split")
     result = augment.augment_train(
@@ -34,7 +34,12 @@ def augment_task(
         result.output_dir,
     )
     rows = [
-        {"class": c, "before": result.per_class_before.get(c, 0), "after": n}
+        {
+            "class": c,
+            "before": result.per_class_before.get(c, 0),
+            "added": n - result.per_class_before.get(c, 0),
+            "after": n,
+        }
         for c, n in sorted(result.per_class_after.items())
     ]
     _ui.table("augment-per-class", rows, "Train images per class before and after augmentation")
