@@ -3,8 +3,8 @@
 Caching: Prefect's default input hash sees a ``Path`` argument as its string, so a manifest
 that changed under the same path would hit a stale cache. :class:`ManifestCache` keys a stage on
 the *content* of the manifests it reads (plus its options, its own source and the storage root,
-so two storage roots never share an entry) and refuses to cache while the stage's output is
-missing, so deleting an output folder always reruns the stage. A flow rerun after a crash finds
+so two storage roots never share an entry) and ignores an entry whose outputs are gone, so
+deleting an output folder always reruns the stage. A flow rerun after a crash finds
 the entries of the stages that finished and skips them.
 
 Retries: network tasks retry with exponential backoff and jitter (see ``tasks.crawl``);
@@ -106,8 +106,6 @@ class ManifestCache(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
-        if not all(Path(p).exists() for p in self.writes(inputs)):
-            return None
         try:
             source = task_ctx.task.fn.__code__.co_code.hex()
         except AttributeError:
@@ -120,7 +118,15 @@ class ManifestCache(CachePolicy):
             "options": {name: _jsonable(inputs.get(name)) for name in self.options},
             "source": hashlib.sha256(source.encode()).hexdigest(),
         }
-        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+        if not all(Path(p).exists() for p in self.writes(inputs)):
+            # Outputs missing: on a first run there is no entry and the run fills it; but an
+            # entry with its outputs gone (deleted by hand) is stale, so run without the cache.
+            # The rerun writes the same outputs, so the entry is right again afterwards.
+            store = getattr(task_ctx, "result_store", None)
+            if store is not None and store.exists(key):
+                return None
+        return key
 
 
 def _layout(inputs: dict[str, Any]) -> Any:
@@ -145,8 +151,11 @@ DEDUP_CACHE = ManifestCache(
     writes=lambda i: [_layout(i).dedup_report, _layout(i).dedup_dir / "kept.jsonl"],
     options=("clean_options", "options"),
 )
+# Split reads its previous assignment (an image keeps its split as the dataset grows), so that
+# is an input too: a rerun after a first split recomputes once (milliseconds), and a cached
+# result can never describe another split than the one on disk.
 SPLIT_CACHE = ManifestCache(
-    reads=lambda i: [Path(i["kept_path"])],
+    reads=lambda i: [Path(i["kept_path"]), _layout(i).split_manifest],
     writes=lambda i: [_layout(i).split_manifest],
     options=("options",),
 )
