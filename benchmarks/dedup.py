@@ -94,12 +94,16 @@ def _ours(path: Path) -> hashing.ImageHashes:
 def bench_throughput(files: list[Path]) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
-    print(f"\n== hashing throughput, {len(files)} real photos (all formats) ==")
-    t_naive, _ = timed(lambda: [_naive(p) for p in files])
-    t_one, _ = timed(lambda: [_ours(p) for p in files])
+    print(f"\n== hashing throughput, {len(files)} real photos (all formats), best of 2 ==")
+    # Interleaved and best-of-two: the machine is shared, and a busy neighbour should not
+    # decide which method wins.
+    t_naive = t_one = t_two = float("inf")
     with ProcessPoolExecutor(2) as pool:
         list(pool.map(_ours, files[:16]))  # start the workers outside the clock
-        t_two, _ = timed(lambda: list(pool.map(_ours, files, chunksize=32)))
+        for _ in range(2):
+            t_naive = min(t_naive, timed(lambda: [_naive(p) for p in files])[0])
+            t_one = min(t_one, timed(lambda: [_ours(p) for p in files])[0])
+            t_two = min(t_two, timed(lambda: list(pool.map(_ours, files, chunksize=32)))[0])
     n = len(files)
     print(f"{'method':58s} {'img/s':>8s} {'vs naive':>9s}")
     print(f"{'naive imagehash.phash(Image.open(p)), 1 process':58s} {n / t_naive:8.0f} {1:9.2f}x")
@@ -230,6 +234,8 @@ def bench_quality(files: list[Path], real_root: Path) -> None:
                 method = phash_cls(verbose=False)
                 names = {str(i): i for i in range(n)}
                 encodings = {str(i): method.encode_image(image_file=p) for i, p in enumerate(paths)}
+                # it cannot read AVIF: those files get no hash and take no part
+                encodings = {k: v for k, v in encodings.items() if v}
                 found = method.find_duplicates(encoding_map=encodings)
                 return {
                     (min(names[a], names[b]), max(names[a], names[b]))

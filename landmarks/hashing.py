@@ -85,7 +85,7 @@ def words_to_hex(words: np.ndarray, nbits: int = 64) -> str:
 def _low_dct(pixels: np.ndarray, hash_size: int) -> np.ndarray:
     """(k, n, n) grey pixels -> (k, h, h) low-frequency DCT block, as imagehash computes it."""
     d = _dct_matrix(hash_size)
-    return np.einsum("ux,kxy,vy->kuv", d, pixels.astype(np.float64), d, optimize=True)
+    return d @ pixels.astype(np.float64) @ d.T
 
 
 def _variant_bits(low: np.ndarray) -> np.ndarray:
