@@ -885,11 +885,15 @@ def leakage(
     epochs: EpochsOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchOpt = None,
+    multiplier: MultiplierOpt = None,
 ) -> None:
     """The leakage study: train the same model with the original protocol (augment every
     photo, then split) and with ours (split, then augment train only) on the same photos, and
-    report how much the first inflates test accuracy."""
-    settings, overrides = _settings(config, storage, None, None, epochs, image_size, batch_size)
+    report how much the first inflates test accuracy. --multiplier sets the augmented copies
+    per photo for both (the original made about 14)."""
+    settings, overrides = _settings(
+        config, storage, None, None, epochs, image_size, batch_size, multiplier
+    )
     from flows.sweep import leakage as leakage_flow
     from landmarks.storage import Layout
 

@@ -13,7 +13,7 @@ from landmarks import registry
 from landmarks import sweep as sweep_core
 from landmarks.config import load_settings
 from landmarks.split import dataset_version as split_version
-from landmarks.storage import Layout, atomic_write_json, read_json
+from landmarks.storage import Layout, atomic_write_json, digest_records, read_json
 from tasks.evaluate import evaluate_task, leakage_report_task, sweep_results_task
 from tasks.train import train_task
 
@@ -75,7 +75,8 @@ def sweep(
                 "settings": settings.model_dump(mode="json"),
             },
         )
-        if (run_dir / "metrics.json").exists() and (run_dir / "model.keras").exists():
+        # trial.json is written last: its presence means trained *and* evaluated.
+        if (run_dir / "trial.json").exists() and (run_dir / "metrics.json").exists():
             metrics = read_json(run_dir / "metrics.json")
             done = read_json(run_dir / "trial.json")
             epochs_run, seconds = done["epochs_run"], done["train_seconds"]
@@ -122,7 +123,7 @@ def leakage(
 ) -> dict[str, Any]:
     """Train the same model twice on the same photos: the original protocol (augment every
     image, then split at random) and ours (dedup, split, augment train only). Writes
-    ``runs/leakage-<version>/report.md`` with both test numbers."""
+    ``runs/leakage-<version>-<settings>/report.md`` with both test numbers."""
     from landmarks import augment as augment_core
     from landmarks.dataset import load_dataset
     from landmarks.storage import read_jsonl
@@ -131,10 +132,12 @@ def leakage(
     layout = _layout(settings)
     version = split_version(layout.split_manifest)
     spec, train_opts = opt.model_spec(settings), opt.train_options(settings)
-    study_dir = layout.runs_dir / f"leakage-{version[:8]}"
+    aug_opts = opt.augment_options(settings)
+    # One study folder per (dataset, augmentation, model, training) so studies never mix.
+    key = digest_records([asdict(spec), asdict(train_opts), asdict(aug_opts)])[:8]
+    study_dir = layout.runs_dir / f"leakage-{version[:8]}-{key}"
     kept = read_jsonl(layout.split_manifest)
     # Same augmentation settings, applied to every photo instead of the train split only.
-    aug_opts = opt.augment_options(settings)
     leaky_aug = augment_core.augment_train(
         kept, layout.clean_dir, study_dir / "augmented", f"all-{version}", aug_opts
     )
@@ -147,6 +150,19 @@ def leakage(
         settings.split.test_fraction,
         settings.split.seed,
     )
+    if augmented_dir is None:
+        # Ours gets the same augmentation, on its train split only (reused when it exists).
+        from landmarks.split import read_split
+
+        augmented_dir = str(
+            augment_core.augment_train(
+                read_split(layout.split_manifest, "train"),
+                layout.clean_dir,
+                layout.augmented_dir,
+                version,
+                aug_opts,
+            ).output_dir
+        )
     protocols = {
         "original": (leaky_manifest, Path("/"), None),
         "ours": (layout.split_manifest, layout.clean_dir, augmented_dir),

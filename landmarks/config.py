@@ -207,6 +207,9 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["auto", "on", "off"] = Field(
         default="auto", description="auto: mixed_float16 when a GPU is visible."
     )
+    time_limit_s: float = Field(
+        default=0.0, ge=0, description="Stop before an epoch would end past this; 0 = none."
+    )
     seed: int = 42
 
 

@@ -35,6 +35,7 @@ class TrainOptions:
     augment_on_the_fly: str = "none"  # "none" | "flip" | "light", see landmarks.data.augment
     class_weighting: bool = True
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible) | "on" | "off"
+    time_limit_s: float = 0.0  # stop before an epoch would end past this budget; 0 = none
     seed: int = 42
 
 
@@ -81,6 +82,25 @@ def completed_epochs(run_dir: Path) -> int:
     if not meta.exists():
         return 0
     return int(json.loads(meta.read_text()).get("epoch", 0))
+
+
+def _time_limit_callback(limit_s: float) -> Any:
+    """Stops training when the next epoch would likely end past ``limit_s`` seconds."""
+    import keras
+
+    class TimeLimit(keras.callbacks.Callback):
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.start = time.monotonic()
+            self.epochs_done = 0
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.epochs_done += 1
+            elapsed = time.monotonic() - self.start
+            if elapsed + elapsed / self.epochs_done > limit_s:
+                log.info("time limit %.0f s: stopping after %.0f s", limit_s, elapsed)
+                self.model.stop_training = True
+
+    return TimeLimit()
 
 
 def _use_mixed_precision(mode: str) -> bool:
@@ -212,6 +232,8 @@ def train_model(
                 restore_best_weights=True,
             )
         )
+    if options.time_limit_s:
+        callbacks.append(_time_limit_callback(options.time_limit_s))
     if on_epoch is not None:
         callbacks.append(
             keras.callbacks.LambdaCallback(
