@@ -19,7 +19,7 @@ RUN_FLAGS := --source $(SOURCE) --storage $(STORAGE) \
 	$(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run refresh train test lint format bench server up down clean-venv
+.PHONY: help install run refresh train test lint format bench server deploy worker serve up down clean-venv
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -57,10 +57,20 @@ format: install ## Apply ruff's fixes and formatting
 bench: install ## Benchmarks on ../shared/datasets/landmarks-real
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-server: install ## Start a local Prefect server on 127.0.0.1:4200
+server: install ## Start a local Prefect server (API + UI + services) on 127.0.0.1:4200
 	$(BIN)/prefect server start --host 127.0.0.1
 
-up: ## docker compose: postgres, Prefect server and a worker
+deploy: install ## Work pool, concurrency limits and the deployments of prefect.yaml
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/landmarks deploy
+
+worker: install ## A process worker for the `landmarks` pool (runs the deployments)
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} \
+		$(BIN)/prefect worker start --pool landmarks --type process
+
+serve: install ## Deployments served from one process, no pool or worker
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/landmarks serve
+
+up: ## docker compose: postgres, redis, Prefect server + services, deploy, worker
 	docker compose up -d --build
 
 down: ## Stop the docker compose services

@@ -60,7 +60,7 @@ class DataParameters(BaseModel):
     )
     source: str | None = Field(
         default=None,
-        description="'web' to crawl the image search engines, or a folder DIR/<class>/<images>.",
+        description="'web' to crawl the image search engines, or a folder DIR/CLASS/IMAGES.",
     )
     max_per_class: int | None = Field(default=None, ge=1, description="Images to crawl per class.")
     augment_multiplier: float | None = Field(
