@@ -186,6 +186,9 @@ class TrainConfig(BaseModel):
     dropout: float = Field(default=0.25, ge=0, lt=1)
     dense_units: int = Field(default=256, ge=0, description="0: no hidden dense layer.")
     batch_norm: bool = Field(default=False, description="BatchNormalization after each conv.")
+    bn_momentum: float = Field(
+        default=0.9, gt=0, lt=1, description="BatchNormalization moving-average momentum."
+    )
     global_pool: bool = Field(
         default=False, description="GlobalAveragePooling instead of Flatten before the head."
     )

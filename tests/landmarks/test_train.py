@@ -93,3 +93,39 @@ print("RESUMED", r.resumed_from_epoch, "EPOCHS", r.epochs_run)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RESUMED 1 EPOCHS 3" in done.stdout
     assert (run_dir / "model.keras").is_file()
+
+
+def test_input_pipeline_decodes_png_and_augments_on_the_fly(tmp_path: Path, real_raw: Path):
+    import numpy as np
+    from PIL import Image
+
+    from landmarks.data import make_dataset
+
+    src = next(p for p in sorted((real_raw / "petra").iterdir()) if p.suffix == ".jpg")
+    png = tmp_path / "a.png"
+    Image.open(src).convert("RGB").save(png)
+    for mode in ("none", "flip", "light"):
+        ds = make_dataset([str(src), str(png)], [0, 1], 2, 32, 2, shuffle=True, augment_mode=mode)
+        x, y = next(iter(ds))
+        assert x.shape == (2, 32, 32, 3) and y.shape == (2, 2)
+        assert float(np.min(x)) >= 0.0 and float(np.max(x)) <= 255.0
+    with pytest.raises(ValueError, match="on-the-fly"):
+        make_dataset([str(src)], [0], 1, 32, 1, augment_mode="mixup")
+
+
+def test_time_limit_mixed_precision_and_no_class_weights(tmp_path: Path, small_subset: Path):
+    paths, labels, classes = _items(small_subset, 4)
+    spec = ModelSpec(image_size=32, conv_blocks=1, first_filters=4, dense_units=8)
+    # A 1 ms budget lets one epoch finish, then stops: 1 of 5 epochs run.
+    opts = TrainOptions(image_size=32, batch_size=8, epochs=5, early_stopping_patience=0,
+                        time_limit_s=0.001, mixed_precision="on", class_weighting=False)
+    result = train_model(lambda n: make_model(spec, n), (paths, labels), ([], []), len(classes),
+                         tmp_path / "run", opts, class_names=classes)
+    assert result.epochs_run == 1 and result.train_seconds > 0
+    import keras
+
+    model = keras.models.load_model(result.model_path)
+    assert model.layers[1].compute_dtype == "float16"  # mixed precision compute
+    assert model.layers[-1].compute_dtype == "float32"  # exact softmax
+    assert keras.mixed_precision.global_policy().name == "float32"  # policy restored
+    assert (tmp_path / "run" / "classes.json").is_file()
