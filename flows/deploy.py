@@ -181,9 +181,7 @@ def make_task_runner(r: RunnerParameters) -> Any:
 
         if r.dask_address:
             return DaskTaskRunner(address=r.dask_address)
-        return DaskTaskRunner(
-            cluster_kwargs={"n_workers": r.dask_workers, "threads_per_worker": 1}
-        )
+        return DaskTaskRunner(cluster_kwargs={"n_workers": r.dask_workers, "threads_per_worker": 1})
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=r.crawl_concurrency)

@@ -18,8 +18,14 @@ def _overrides(storage: Path, source: Path) -> dict:
         "storage_dir": str(storage),
         "source": str(source),
         "augment": {"multiplier": 0.5, "chunk_size": 10, "output_size": 64},
-        "train": {"epochs": 1, "image_size": 32, "batch_size": 16, "conv_blocks": 2,
-                  "first_filters": 8, "dense_units": 32},
+        "train": {
+            "epochs": 1,
+            "image_size": 32,
+            "batch_size": 16,
+            "conv_blocks": 2,
+            "first_filters": 8,
+            "dense_units": 32,
+        },
     }
 
 
@@ -44,14 +50,17 @@ def test_pipeline_end_to_end_without_leakage(prefect_harness, tmp_path: Path, sm
     train = [r for r in split if r["split"] == "train"]
     assert test and train
     assert not {r["pixel_hash"] for r in test} & {r["pixel_hash"] for r in train}
+
     def hashes(rows):
         return [dihedral_phashes(Image.open(storage / "clean" / r["path"])) for r in rows]
+
     test_h = hex_to_words(h[0] for h in hashes(test))
     train_v = hex_to_words(v for h in hashes(train) for v in h).reshape(len(train), 8, -1)
     dist = np.bitwise_count(test_h[:, None, None, :] ^ train_v[None]).sum(-1).min(-1)
     assert dist.min() > 10, "a near duplicate of a test image reached training"
     augmented_sources = {
-        f["source"] for c in (storage / "augmented").rglob("chunk.json")
+        f["source"]
+        for c in (storage / "augmented").rglob("chunk.json")
         for f in read_json(c)["files"]
     }
     assert augmented_sources <= {r["path"] for r in train}

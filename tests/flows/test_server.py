@@ -286,7 +286,7 @@ def test_scheduled_refresh_retrains_on_growth_and_on_demand(
         "landmarks-refresh/weekly",
         {"params": {"config_path": str(config), "retrain_on_growth": 0.2}},
     )
-    refresh = api.wait(refresh_id, 150, logs)
+    refresh = api.wait(refresh_id, 300, logs)
     assert refresh["state_type"] == "COMPLETED", api.logs(refresh_id)
     stage_counts = api.artifacts(refresh_id)["images-per-stage"]
     assert stage_counts["type"] == "table"
@@ -298,7 +298,7 @@ def test_scheduled_refresh_retrains_on_growth_and_on_demand(
     retrains = api.flow_runs_of("landmarks-retrain/on-demand")
     auto = [r for r in retrains if "retrain-on-growth" in r["tags"]]
     assert len(auto) == 1, "the growing refresh did not start a retrain"
-    finished = [api.wait(r, 240, logs) for r in (auto[0]["id"], on_demand_id)]
+    finished = [api.wait(r, 400, logs) for r in (auto[0]["id"], on_demand_id)]
     for run in finished:
         assert run["state_type"] == "COMPLETED", api.logs(run["id"])
 
@@ -307,7 +307,7 @@ def test_scheduled_refresh_retrains_on_growth_and_on_demand(
     trains = api.task_runs_tagged(flow_run_ids, "training")
     assert len(trains) == 2 and all(t["state_type"] == "COMPLETED" for t in trains)
     (a_start, a_end), (b_start, b_end) = sorted(_interval(t) for t in trains)
-    assert a_end <= b_start, "two trainings ran at the same time"
+    assert a_end <= b_start, f"two trainings overlapped: {a_start}-{a_end}, {b_start}-{b_end}"
 
     # Its artifacts, read back through the API: the report, per-class metrics, file links.
     artifacts = api.artifacts(on_demand_id)
