@@ -213,6 +213,10 @@ class TrainConfig(BaseModel):
     time_limit_s: float = Field(
         default=0.0, ge=0, description="Stop before an epoch would end past this; 0 = none."
     )
+    lr_plateau_patience: int = Field(
+        default=0, ge=0, description="Cut the learning rate after this many flat epochs; 0 = off."
+    )
+    lr_plateau_factor: float = Field(default=0.3, gt=0, lt=1)
     seed: int = 42
 
 

@@ -36,6 +36,8 @@ class TrainOptions:
     class_weighting: bool = True
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible) | "on" | "off"
     time_limit_s: float = 0.0  # stop before an epoch would end past this budget; 0 = none
+    lr_plateau_patience: int = 0  # epochs without improvement before the LR is cut; 0 = never
+    lr_plateau_factor: float = 0.3
     seed: int = 42
 
 
@@ -230,6 +232,15 @@ def train_model(
                 monitor=monitor,
                 patience=options.early_stopping_patience,
                 restore_best_weights=True,
+            )
+        )
+    if options.lr_plateau_patience:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                factor=options.lr_plateau_factor,
+                patience=options.lr_plateau_patience,
+                min_lr=options.learning_rate * 1e-3,
             )
         )
     if options.time_limit_s:
