@@ -54,3 +54,9 @@ def model_spec(s: Settings) -> Any:
     values = s.train.model_dump()
     values["name"] = values.pop("model")
     return _pick(ModelSpec, values)
+
+
+def suspects_options(s: Settings) -> Any:
+    from landmarks.suspects import SuspectsOptions
+
+    return _pick(SuspectsOptions, s.suspects.model_dump())

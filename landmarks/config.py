@@ -225,6 +225,45 @@ class EvaluateConfig(BaseModel):
     top_k: int = Field(default=3, ge=1)
 
 
+class SuspectsConfig(BaseModel):
+    enabled: bool = Field(
+        default=True, description="Run the suspects step after training in `landmarks run`."
+    )
+    num_folds: int = Field(default=5, ge=2, le=20, description="Out-of-fold scoring folds.")
+    num_centroids: int = Field(
+        default=400, ge=8, le=4000, description="k-means patch words learned from the photos."
+    )
+    ridge: float = Field(default=0.1, gt=0, description="Kernel ridge regularisation.")
+    swap_confidence: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Flag a likely label swap when the model is this confident in another class.",
+    )
+    outlier_z: float = Field(
+        default=3.5,
+        gt=0,
+        description="Flag an outlier when its distance to its nearest photos has this robust z.",
+    )
+    auto_remove_confidence: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Remove suspects at least this confident in another class without a "
+        "person (decision by 'auto', reported); unset: people decide everything.",
+    )
+    match_distance: int = Field(
+        default=10,
+        ge=0,
+        description="pHash bits within which a later photo counts as a decided one again.",
+    )
+    top: int = Field(default=40, ge=1, description="Suspects in the pipeline's table artifact.")
+    review_max: int = Field(default=200, ge=1, description="Suspects shown on the review page.")
+    review_host: str = Field(default="127.0.0.1", description="Review page address.")
+    review_port: int = Field(default=8765, ge=0, le=65535, description="Review page port.")
+    seed: int = 42
+
+
 def _toml_path() -> Path | None:
     path = os.environ.get(CONFIG_ENV_VAR)
     return Path(path) if path else None
@@ -254,6 +293,7 @@ class Settings(BaseSettings):
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    suspects: SuspectsConfig = SuspectsConfig()
 
     @classmethod
     def settings_customise_sources(
