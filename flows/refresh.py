@@ -21,6 +21,7 @@ from tasks.crawl import check_network_task, crawl_class_task, import_folder_task
 from tasks.dedup import dedup_task
 from tasks.fanout import augment_chunks_fanout
 from tasks.split import split_task
+from tasks.suspects import apply_review_task
 
 # Per-class crawl tasks run at most this many at once (the deployments make it a parameter
 # through ``refresh.with_options(task_runner=...)``).
@@ -95,7 +96,9 @@ def refresh(
         clean_opts = opt.clean_options(settings)
         clean_task(storage, clean_opts)
         deduped = dedup_task(storage, clean_opts, opt.dedup_options(settings))
-        split = split_task(storage, deduped.kept_path, opt.split_options(settings))
+        # Review decisions (remove / relabel) are applied to the keepers before the split.
+        reviewed = apply_review_task(storage, deduped.kept_path, settings.suspects.match_distance)
+        split = split_task(storage, reviewed.kept_path, opt.split_options(settings))
         augment_opts = opt.augment_options(settings)
         if fan_out_augment:
             augment_chunks_fanout(storage, split.manifest_path, split.dataset_version, augment_opts)

@@ -630,3 +630,10 @@ def suspects_for_storage(
         accuracy=result.accuracy,
         top=ranked[:top],
     )
+
+
+def read_ranked(path: Path) -> list[dict[str, Any]]:
+    """The ranked suspects of a suspects.json written by :func:`suspects_for_storage`."""
+    from landmarks.storage import read_json
+
+    return list(read_json(path)["suspects"])
