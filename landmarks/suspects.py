@@ -221,14 +221,15 @@ class PatchWords:
 
 def lab_grid(pixels: np.ndarray, grid: int = 4) -> np.ndarray:
     """Mean and spread of L*a*b* colour in a grid: where the sky, stone and water are."""
+    import cv2  # opencv's Lab is the CIE one; Pillow has no direct RGB -> Lab conversion
+
     n = len(pixels)
     cell = 8
+    side = grid * cell
     lab = np.stack(
         [
-            np.asarray(
-                Image.fromarray(p)
-                .resize((grid * cell, grid * cell), Image.Resampling.BOX)
-                .convert("LAB")
+            cv2.cvtColor(
+                cv2.resize(p, (side, side), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2LAB
             )
             for p in pixels
         ]
