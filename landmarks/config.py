@@ -230,6 +230,9 @@ class SuspectsConfig(BaseModel):
         default=True, description="Run the suspects step after training in `landmarks run`."
     )
     num_folds: int = Field(default=5, ge=2, le=20, description="Out-of-fold scoring folds.")
+    repeats: int = Field(
+        default=3, ge=1, le=10, description="k-fold runs with different fold draws, averaged."
+    )
     num_centroids: int = Field(
         default=400, ge=8, le=4000, description="k-means patch words learned from the photos."
     )

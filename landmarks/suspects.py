@@ -15,7 +15,8 @@ On the 822 real photos this scores 82 % out-of-fold top-1 and puts 17 of 20 deli
 labels among the 40 top suspects (mean of 10 random swaps; see benchmarks/suspects.py).
 
 Ranking uses the raw margin ``max other-class score - given-class score``: it ranked swapped
-labels better than calibrated self-confidence or a probability margin in those measurements.
+labels better than calibrated self-confidence or a probability margin in those measurements;
+scores are averaged over three k-fold runs with different fold draws.
 Calibrated probabilities (one softmax temperature fitted on the out-of-fold scores) are
 reported beside it, to flag likely swaps (high confidence in another class). Outliers are
 photos far from every other photo in the same kernel space (robust z-score of the distance to
@@ -51,6 +52,7 @@ DOUBTFUL = "doubtful"  # the model prefers another class, without much confidenc
 @dataclass(frozen=True)
 class SuspectsOptions:
     num_folds: int = 5
+    repeats: int = 3  # k-fold runs with different fold draws, averaged: steadier ranks
     num_centroids: int = 400
     ridge: float = 0.1
     swap_confidence: float = 0.8
@@ -492,12 +494,16 @@ def score_photos(
             ", ".join(c for c, m in zip(class_names, counts, strict=True) if m < 2),
         )
     group_ids = near_duplicate_groups(pixels)
-    folds = assign_folds(y, group_ids, num_folds, options.seed)
     log.info("suspects: %d photos, %d classes, %d folds", n, len(class_names), num_folds)
     groups = extract_features(pixels, options)
-    scores = out_of_fold_scores(
-        groups, y, folds, len(class_names), options.ridge, options.max_kernel_rows, options.seed
-    )
+    scores = np.zeros((n, len(class_names)))
+    for repeat in range(max(1, options.repeats)):
+        # Each repeat is out of fold on its own, so the average is too.
+        folds = assign_folds(y, group_ids, num_folds, options.seed + repeat)
+        scores += out_of_fold_scores(
+            groups, y, folds, len(class_names), options.ridge, options.max_kernel_rows, options.seed
+        )
+    scores /= max(1, options.repeats)
     probs, temperature = calibrate(scores, y)
     outliers = outlier_scores(groups, group_ids, options.neighbours)
     rows = np.arange(n)
