@@ -279,11 +279,14 @@ function render(){
       +'</ul></section>';
   }
   document.getElementById('main').innerHTML = html;
+  summary();
+  setFocus(Math.min(focus, order.length-1));
+}
+function summary(){
   const decided = state.photos.filter(p=>p.decision).length;
   document.getElementById('summary').textContent = state.photos.length+' suspects shown of '
     +state.num_scored+' photos scored (out-of-fold accuracy '
     +Math.round(100*(state.accuracy||0))+'%), '+decided+' decided.';
-  setFocus(Math.min(focus, order.length-1));
 }
 function setFocus(i){
   if(i<0 || !order.length) return;
@@ -302,6 +305,7 @@ async function decide(i, action, newLabel){
   p.decision = body.decision;
   const el = document.getElementById('card-'+i);
   el.outerHTML = card(p, i);
+  summary();
   document.body.dataset.saved = String(Number(document.body.dataset.saved||0)+1);
   setFocus(action==='clear' ? i : Math.min(i+1, order.length-1));
 }
