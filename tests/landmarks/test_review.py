@@ -136,7 +136,7 @@ def review_site(tmp_path: Path):
         server.server_close()
 
 
-def test_review_page_in_headless_chromium(review_site):
+def test_review_page_in_headless_chromium(review_site, prefect_harness):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -192,7 +192,20 @@ def test_review_page_in_headless_chromium(review_site):
     decided = {p["key"]: p["decision"]["action"] for p in state["photos"] if p["decision"]}
     assert decided == {key: "remove", second_key: "keep"}
 
-    after = _split_paths(layout, deduped.kept_path)
+    # A rerun of the dataset step (the refresh flow) leaves the removed photo out.
+    from flows.refresh import refresh
+
+    source = layout.root.parent / "src"
+    out = refresh(
+        overrides={
+            "storage_dir": str(layout.root),
+            "source": str(source),
+            "augment": {"multiplier": 0},
+        }
+    )
+    after = {r["path"]: r["class"] for r in read_jsonl(Path(out["split_manifest"]))}
     removed_path = next(p["path"] for p in state["photos"] if p["key"] == key)
     assert removed_path in before and removed_path not in after
     assert len(after) == len(before) - 1
+    raw_path = next(p["raw_path"] for p in state["photos"] if p["key"] == key)
+    assert (layout.raw_dir / raw_path).is_file(), "raw files are never deleted"
