@@ -209,3 +209,22 @@ def test_review_page_in_headless_chromium(review_site, prefect_harness):
     assert len(after) == len(before) - 1
     raw_path = next(p["raw_path"] for p in state["photos"] if p["key"] == key)
     assert (layout.raw_dir / raw_path).is_file(), "raw files are never deleted"
+
+
+def test_storage_commands(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    empty = runner.invoke(app, ["review", "--storage", str(tmp_path / "nothing")])
+    assert empty.exit_code == 2 and "landmarks suspects" in empty.output
+    layout = Layout(tmp_path / "storage")
+    kept = read_jsonl(_dataset(layout, make_subset(tmp_path / "src", CLASSES)).kept_path)
+    result = runner.invoke(app, ["suspects", "--storage", str(layout.root), "--top", "3"])
+    assert result.exit_code == 0, result.output
+    data = read_json(review.suspects_path(layout))
+    assert len(data["suspects"]) == len(kept) and data["class_names"] == sorted(CLASSES)
+    assert all(s["pixel_hash"] and s["raw_path"] for s in data["suspects"])
+    ranked_lines = [line for line in result.output.splitlines() if line[:1] in "+-"]
+    assert len(ranked_lines) == 3 and "photos scored" in result.output
