@@ -226,5 +226,5 @@ def test_storage_commands(tmp_path: Path):
     data = read_json(review.suspects_path(layout))
     assert len(data["suspects"]) == len(kept) and data["class_names"] == sorted(CLASSES)
     assert all(s["pixel_hash"] and s["raw_path"] for s in data["suspects"])
-    ranked_lines = [line for line in result.output.splitlines() if line[:1] in "+-"]
+    ranked_lines = [line for line in result.output.splitlines() if line.startswith(("+", "-"))]
     assert len(ranked_lines) == 3 and "photos scored" in result.output
