@@ -228,3 +228,17 @@ def test_storage_commands(tmp_path: Path):
     assert all(s["pixel_hash"] and s["raw_path"] for s in data["suspects"])
     ranked_lines = [line for line in result.output.splitlines() if line.startswith(("+", "-"))]
     assert len(ranked_lines) == 3 and "photos scored" in result.output
+
+    # Auto-removal: only suspects confident enough in another class, never over a person.
+    ranked = data["suspects"]
+    doubted = [s for s in ranked if s["suggested"] != s["label"]]
+    assert doubted
+    store = review.DecisionStore(review.decisions_path(layout))
+    store.decide(doubted[0], review.KEEP)
+    threshold = min(s["suggested_confidence"] for s in doubted)
+    made = review.auto_remove(store, ranked, threshold, layout.clean_dir)
+    assert len(made) == len(doubted) - 1
+    saved = store.load()
+    assert saved[doubted[0]["pixel_hash"]]["by"] == review.BY_PERSON
+    assert all(saved[d["pixel_hash"]]["by"] == review.BY_AUTO for d in doubted[1:])
+    assert all(len(saved[d["pixel_hash"]]["phash"]) == 8 for d in doubted[1:])
