@@ -51,27 +51,45 @@ def _assert_consistent(storage: Path) -> None:
 
 
 def test_overlapping_refreshes_and_rerun_after_crash(
-    prefect_harness, tmp_path: Path, small_subset: Path
+    prefect_harness, tmp_path: Path, small_subset: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    import landmarks.clean
+
     storage = tmp_path / "storage"
-    lock = storage / ".refresh.lock"
     outcome: dict = {}
+    # Hold the first refresh inside its clean stage (storage locked, work half done) until the
+    # second refresh has been answered, so the overlap is certain whatever the machine's speed.
+    in_clean, release = threading.Event(), threading.Event()
+    real_clean_raw = landmarks.clean.clean_raw
+
+    def gated_clean_raw(*args, **kwargs):
+        in_clean.set()
+        assert release.wait(timeout=300), "the test never released the first refresh"
+        return real_clean_raw(*args, **kwargs)
+
+    monkeypatch.setattr(landmarks.clean, "clean_raw", gated_clean_raw)
 
     def first() -> None:
-        outcome["state"] = refresh(overrides=_overrides(storage, small_subset), return_state=True)
+        try:
+            outcome["state"] = refresh(
+                overrides=_overrides(storage, small_subset), return_state=True
+            )
+        finally:
+            release.set()
 
     runner = threading.Thread(target=first)
     runner.start()
-    deadline = time.monotonic() + 120
-    while not (lock.exists() and lock.read_text().startswith("pid")):
-        assert runner.is_alive() and time.monotonic() < deadline, "first refresh never locked"
-        time.sleep(0.05)
+    assert in_clean.wait(timeout=180), "the first refresh never reached its clean stage"
 
     # The second refresh, while the first holds the storage: refused at once, clearly.
     started = time.monotonic()
-    with pytest.raises(StorageBusy, match="busy: a refresh is already running"):
-        refresh(overrides=_overrides(storage, small_subset))
+    try:
+        with pytest.raises(StorageBusy, match="busy: a refresh is already running"):
+            refresh(overrides=_overrides(storage, small_subset))
+    finally:
+        release.set()
     assert time.monotonic() - started < 60
+    monkeypatch.setattr(landmarks.clean, "clean_raw", real_clean_raw)
     runner.join(timeout=300)
     first_state = outcome["state"]
     assert first_state.is_completed(), first_state.message

@@ -162,7 +162,9 @@ aug.augment_train({_train(small_subset)!r}, Path({str(small_subset)!r}), Path({s
     key_dir = next(out.iterdir())
     assert sorted(p.name for p in key_dir.glob("chunk-*")) == ["chunk-00000", "chunk-00001"]
     partial = list(key_dir.glob(".chunk-00002.tmp-*"))
-    assert len(partial) == 1 and len(list(partial[0].iterdir())) == 3
+    # The half-written chunk holds fewer files than a whole chunk (how many reached the disk
+    # depends on the writer thread when the process died).
+    assert len(partial) == 1 and len(list(partial[0].iterdir())) < 7
     done = {p: p.stat().st_mtime_ns for c in key_dir.glob("chunk-*") for p in c.iterdir()}
 
     result = augment_train(
