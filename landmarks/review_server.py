@@ -132,10 +132,10 @@ class ReviewApp:
             return cached
         with Image.open(self.clean_file(rel)) as im:
             im.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
-            im = im.convert("RGB")
-            im.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            thumb = im.convert("RGB")
+            thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
             buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=85)
+            thumb.save(buf, format="JPEG", quality=85)
         data = buf.getvalue()
         with self._lock:
             self._thumbs[rel] = data

@@ -118,7 +118,7 @@ def load_square(path: Path, side: int = BASE_SIDE) -> np.ndarray:
             with Image.open(path) as im:
                 im.draft("RGB", (side * 2, side * 2))
                 im.load()
-                upright = im
+                upright: Image.Image = im
                 # a broken EXIF block must not cost the pixels
                 with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError):
                     upright = ImageOps.exif_transpose(im)
@@ -295,7 +295,7 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray, num_folds: int, seed: i
     is dealt round-robin over the folds in a seeded order."""
     rng = np.random.default_rng(seed)
     folds = np.zeros(len(labels), dtype=np.int64)
-    group_label = {}
+    group_label: dict[int, int] = {}
     for g, y in zip(groups.tolist(), labels.tolist(), strict=True):
         group_label.setdefault(g, y)
     by_class: dict[int, list[int]] = {}
@@ -331,9 +331,9 @@ class _Scaler:
 
 def _kernel(groups: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Average of per-group RBF kernels between row sets (a_g, b_g)."""
-    total = 0.0
-    for a, b in groups:
-        total = total + np.exp(-_sq_dist(a, b) / 2)
+    total = np.exp(-_sq_dist(*groups[0]) / 2)
+    for a, b in groups[1:]:
+        total += np.exp(-_sq_dist(a, b) / 2)
     return total / len(groups)
 
 
