@@ -499,15 +499,18 @@ def dedup(
 
 @app.command()
 def split(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
-    """Assign dedup keepers to train/val/test (stratified, stable as the dataset grows)."""
+    """Assign dedup keepers to train/val/test (stratified, stable as the dataset grows),
+    after applying the review decisions (removed photos out, relabelled photos moved)."""
+    from landmarks import review
     from landmarks import split as split_core
     from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
     layout = Layout(settings.storage_dir)
-    result = split_core.split_dataset(
-        layout, layout.dedup_dir / "kept.jsonl", opt.split_options(settings)
+    reviewed = review.apply_to_kept(
+        layout, layout.dedup_dir / "kept.jsonl", settings.suspects.match_distance
     )
+    result = split_core.split_dataset(layout, reviewed.kept_path, opt.split_options(settings))
     typer.echo(f"dataset version {result.dataset_version} -> {result.manifest_path}")
     for name, counts in sorted(result.counts.items()):
         typer.echo(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
