@@ -66,13 +66,17 @@ def predict_files(
         )
     model = keras.models.load_model(model_path)
     if model.output_shape[-1] != len(class_names):
-        raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs, not {len(class_names)}")
+        raise ValueError(
+            f"{model_path} has {model.output_shape[-1]} outputs, not {len(class_names)}"
+        )
     with tempfile.TemporaryDirectory(prefix="landmarks-predict-") as tmp:
         prepared, kept, skipped = prepare_images(
             [Path(f) for f in files], Path(tmp), clean_options or CleanOptions()
         )
         probs = (
-            model.predict(make_image_dataset(prepared, model_image_size(model), batch_size), verbose=0)
+            model.predict(
+                make_image_dataset(prepared, model_image_size(model), batch_size), verbose=0
+            )
             if prepared
             else np.zeros((0, len(class_names)))
         )
