@@ -27,9 +27,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-REAL_RAW = Path(
-    os.environ.get("LANDMARKS_TEST_REAL_DIR", ROOT.parent / "shared/datasets/landmarks-real")
-) / "raw"
+REAL_RAW = (
+    Path(os.environ.get("LANDMARKS_TEST_REAL_DIR", ROOT.parent / "shared/datasets/landmarks-real"))
+    / "raw"
+)
 
 
 def prepare(work: Path, num_augmented: int) -> tuple[list[str], list[int], list[str]]:
@@ -72,8 +73,14 @@ def _clean_options():
     return CleanOptions()
 
 
-def throughput(paths: list[str], labels: list[int], num_classes: int, image_size: int,
-               batch_size: int, steps: int) -> dict[str, float]:
+def throughput(
+    paths: list[str],
+    labels: list[int],
+    num_classes: int,
+    image_size: int,
+    batch_size: int,
+    steps: int,
+) -> dict[str, float]:
     import keras
 
     from landmarks.data import make_dataset
@@ -115,22 +122,39 @@ def rss_child(paths_file: str, image_size: int, batch_size: int) -> None:
             ([], []),
             data["num_classes"],
             Path(run_dir),
-            TrainOptions(image_size=image_size, batch_size=batch_size, epochs=1,
-                         early_stopping_patience=0),
+            TrainOptions(
+                image_size=image_size, batch_size=batch_size, epochs=1, early_stopping_patience=0
+            ),
         )
         seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"peak_rss_mib": peak_kib / 1024, "seconds": seconds}))
 
 
-def peak_rss(work: Path, paths: list[str], labels: list[int], num_classes: int,
-             image_size: int, batch_size: int) -> dict[str, float]:
+def peak_rss(
+    work: Path,
+    paths: list[str],
+    labels: list[int],
+    num_classes: int,
+    image_size: int,
+    batch_size: int,
+) -> dict[str, float]:
     listing = work / f"paths-{len(paths)}.json"
     listing.write_text(json.dumps({"paths": paths, "labels": labels, "num_classes": num_classes}))
     proc = subprocess.run(
-        [sys.executable, __file__, "--rss-child", str(listing), "--image-size", str(image_size),
-         "--batch-size", str(batch_size)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--rss-child",
+            str(listing),
+            "--image-size",
+            str(image_size),
+            "--batch-size",
+            str(batch_size),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -155,21 +179,30 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     paths, labels, classes = prepare(args.work, args.large)
-    print(f"prepared {len(paths)} augmented images from {REAL_RAW} in "
-          f"{time.perf_counter() - t0:.0f} s; {os.cpu_count()} CPUs, TF {tf.__version__}")
+    print(
+        f"prepared {len(paths)} augmented images from {REAL_RAW} in "
+        f"{time.perf_counter() - t0:.0f} s; {os.cpu_count()} CPUs, TF {tf.__version__}"
+    )
 
     tp = throughput(paths, labels, len(classes), args.image_size, args.batch_size, args.steps)
     ratio = tp["input_ips"] / tp["train_ips"]
-    print(f"\n1. input vs training step (original CNN, {args.image_size} px, batch "
-          f"{args.batch_size}, {args.steps} batches)")
+    print(
+        f"\n1. input vs training step (original CNN, {args.image_size} px, batch "
+        f"{args.batch_size}, {args.steps} batches)"
+    )
     print(f"   input pipeline  {tp['input_ips']:8.1f} images/s")
     print(f"   training step   {tp['train_ips']:8.1f} images/s")
     print(f"   ratio           {ratio:8.2f}x   (target >= 3)  {'OK' if ratio >= 3 else 'MISSED'}")
 
-    small = peak_rss(args.work, paths[: args.small], labels[: args.small], len(classes),
-                     args.rss_image_size, args.batch_size)
-    large = peak_rss(args.work, paths, labels, len(classes), args.rss_image_size,
-                     args.batch_size)
+    small = peak_rss(
+        args.work,
+        paths[: args.small],
+        labels[: args.small],
+        len(classes),
+        args.rss_image_size,
+        args.batch_size,
+    )
+    large = peak_rss(args.work, paths, labels, len(classes), args.rss_image_size, args.batch_size)
     r = large["peak_rss_mib"] / small["peak_rss_mib"]
     print(f"\n2. peak RSS of one training epoch (original CNN, {args.rss_image_size} px)")
     for n, m in ((args.small, small), (len(paths), large)):

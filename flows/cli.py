@@ -639,8 +639,9 @@ def train(
     settings, overrides = _settings(config, storage, None, None, epochs, image_size, batch_size)
     if model_name:
         try:
-            settings = load_settings(config, {**overrides, "train": {
-                **overrides["train"], "model": model_name}})
+            settings = load_settings(
+                config, {**overrides, "train": {**overrides["train"], "model": model_name}}
+            )
         except ValueError as exc:
             _fail(str(exc))
     layout = Layout(settings.storage_dir)
@@ -693,8 +694,11 @@ def train(
         def champion_here(model_path: Path) -> dict[str, Any] | None:
             try:
                 return evaluate_split(
-                    model_path, layout.split_manifest, layout.clean_dir,
-                    run_dir / "champion_eval", settings.evaluate.batch_size,
+                    model_path,
+                    layout.split_manifest,
+                    layout.clean_dir,
+                    run_dir / "champion_eval",
+                    settings.evaluate.batch_size,
                 ).metrics
             except ValueError:
                 return None
@@ -799,15 +803,14 @@ def predict(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     for s in result.skipped:
-        typer.secho(f"skipped {s['path']}: {s['reason']} ({s['detail']})", err=True,
-                    fg=typer.colors.YELLOW)
+        typer.secho(
+            f"skipped {s['path']}: {s['reason']} ({s['detail']})", err=True, fg=typer.colors.YELLOW
+        )
     if json_out:
         typer.echo(json.dumps([p.as_dict() for p in result.predictions], indent=2))
     else:
         for p in result.predictions:
-            typer.echo(
-                f"{p.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in p.top)
-            )
+            typer.echo(f"{p.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in p.top))
     if result.skipped:
         raise typer.Exit(code=1)
 
@@ -911,7 +914,6 @@ def leakage(
     typer.echo(Path(result["report_path"]).read_text())
 
 
-
 @app.command()
 def serve(
     refresh_cron: Annotated[
@@ -952,9 +954,7 @@ def retrain(
     epochs: EpochsOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchOpt = None,
-    wait: Annotated[
-        bool, typer.Option(help="Wait for the run and print its metrics.")
-    ] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the run and print its metrics.")] = False,
     deployment: Annotated[
         str, typer.Option(help="Retrain deployment to start.")
     ] = "landmarks-retrain/on-demand",

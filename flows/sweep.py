@@ -184,8 +184,14 @@ def leakage(
             manifest, clean_dir, Path(aug_dir) if aug_dir else None, run_dir, spec, train_opts
         )
         evaluated = evaluate_task.with_options(name=f"evaluate {protocol}")(
-            run_dir, manifest, clean_dir, None, settings.evaluate.batch_size,
-            settings.evaluate.top_k, {"protocol": protocol}, promote=False,
+            run_dir,
+            manifest,
+            clean_dir,
+            None,
+            settings.evaluate.batch_size,
+            settings.evaluate.top_k,
+            {"protocol": protocol},
+            promote=False,
         )
         view = load_dataset(manifest, clean_dir, Path(aug_dir) if aug_dir else None)
         m = evaluated.metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def augment(image: tf.Tensor, mode: str, image_size: int) -> tf.Tensor:
 
 
 def make_dataset(
-    paths: list[str | Path],
+    paths: Sequence[str | Path],
     labels: list[int],
     num_classes: int,
     image_size: int,
@@ -75,7 +76,7 @@ def make_dataset(
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def make_image_dataset(paths: list[str | Path], image_size: int, batch_size: int) -> Any:
+def make_image_dataset(paths: Sequence[str | Path], image_size: int, batch_size: int) -> Any:
     """Batches of images alone, in order (prediction)."""
     ds = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
     ds = ds.map(lambda p: decode(p, image_size), num_parallel_calls=AUTOTUNE, deterministic=True)

@@ -54,7 +54,7 @@ def compute_metrics(
             "support": support,
         }
     supported = [v for v in per_class.values() if v["support"]]
-    pairs = [
+    pairs: list[dict[str, Any]] = [
         {"true": class_names[i], "predicted": class_names[j], "count": int(confusion[i, j])}
         for i in range(num_classes)
         for j in range(num_classes)
@@ -145,7 +145,7 @@ def misclassified_items(
 ) -> list[dict[str, Any]]:
     """Every wrong prediction, most confident first (the most surprising mistakes lead)."""
     predicted = np.asarray(probs).argmax(axis=1)
-    wrong = [
+    wrong: list[dict[str, Any]] = [
         {
             "path": str(paths[i]),
             "true": class_names[labels[i]],

@@ -144,7 +144,7 @@ def promote_if_better(
     runs_dir = Path(runs_dir)
     champion = read_champion(runs_dir)
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    base = {
+    base: dict[str, Any] = {
         "candidate_run": run_id,
         "candidate_top1": float(metrics["top1"]),
         "candidate_loss": float(metrics["loss"]),

@@ -98,8 +98,9 @@ def load_sweep(
     grid = data.get("grid", {})
     if grid:
         keys = sorted(grid)
-        for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]]
-                                          for k in keys)):
+        for values in itertools.product(
+            *(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)
+        ):
             combo = dict(zip(keys, values, strict=True))
             label = ",".join(f"{k}={v}" for k, v in combo.items())
             trials.append(Trial(label, {**base, **combo}))

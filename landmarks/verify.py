@@ -48,9 +48,9 @@ def load_grey(path: Path, side: int = VERIFY_SIDE) -> np.ndarray:
     with Image.open(path) as im:
         if im.format == "JPEG":
             im.draft("L", (side, side))
-        im = im.convert("L")
-        im.thumbnail((side, side), Image.Resampling.BILINEAR)
-        return np.asarray(im)
+        grey = im.convert("L")
+        grey.thumbnail((side, side), Image.Resampling.BILINEAR)
+        return np.asarray(grey)
 
 
 def dihedral(pixels: np.ndarray, variant: int) -> np.ndarray:
@@ -67,7 +67,7 @@ _ORB = None
 def _orb() -> cv2.ORB:
     global _ORB
     if _ORB is None:
-        _ORB = cv2.ORB_create(nfeatures=800, fastThreshold=10)
+        _ORB = cv2.ORB_create(nfeatures=800, fastThreshold=10)  # type: ignore[attr-defined]
     return _ORB
 
 
@@ -82,8 +82,8 @@ def verify_pixels(a: np.ndarray, b: np.ndarray, options: VerifyOptions) -> Verif
     good = [m[0] for m in knn if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
     if len(good) < options.min_inliers:
         return Verification(False, 0, len(good), 0.0, "too few matches")
-    src = np.float32([kb[m.queryIdx].pt for m in good])
-    dst = np.float32([ka[m.trainIdx].pt for m in good])
+    src = np.array([kb[m.queryIdx].pt for m in good], dtype=np.float32)
+    dst = np.array([ka[m.trainIdx].pt for m in good], dtype=np.float32)
     matrix, mask = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0, maxIters=2000
     )

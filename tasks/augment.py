@@ -11,7 +11,13 @@ from landmarks.storage import Layout
 from tasks import _policy, _ui
 
 
-@task(name="augment", retries=1, retry_delay_seconds=5, retry_condition_fn=_policy.retry_on_transient, cache_policy=_policy.AUGMENT_CACHE)  # noqa: E501
+@task(
+    name="augment",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_policy.retry_on_transient,
+    cache_policy=_policy.AUGMENT_CACHE,
+)  # noqa: E501
 def augment_task(
     storage_dir: Path, split_manifest: Path, dataset_version: str, options: augment.AugmentOptions
 ) -> augment.AugmentResult:

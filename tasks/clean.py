@@ -10,7 +10,12 @@ from landmarks.storage import Layout
 from tasks import _policy, _ui
 
 
-@task(name="clean", retries=1, retry_condition_fn=_policy.retry_on_transient, cache_policy=_policy.CLEAN_CACHE)  # noqa: E501
+@task(
+    name="clean",
+    retries=1,
+    retry_condition_fn=_policy.retry_on_transient,
+    cache_policy=_policy.CLEAN_CACHE,
+)  # noqa: E501
 def clean_task(storage_dir: Path, options: clean.CleanOptions) -> clean.CleanResult:
     progress = _ui.progress_reporter("clean-progress", "Decoding and normalising raw images")
     result = clean.clean_raw(Layout(storage_dir), options, progress=progress)

@@ -10,7 +10,12 @@ from landmarks.storage import Layout
 from tasks import _policy, _ui
 
 
-@task(name="dedup", retries=1, retry_condition_fn=_policy.retry_on_transient, cache_policy=_policy.DEDUP_CACHE)  # noqa: E501
+@task(
+    name="dedup",
+    retries=1,
+    retry_condition_fn=_policy.retry_on_transient,
+    cache_policy=_policy.DEDUP_CACHE,
+)  # noqa: E501
 def dedup_task(
     storage_dir: Path, clean_options: clean.CleanOptions, options: dedup.DedupOptions
 ) -> dedup.DedupResult:

@@ -38,15 +38,24 @@ def evaluate_task(
         def champion_on_this_split(model_path: Path) -> dict[str, Any] | None:
             try:
                 return evaluate.evaluate_split(
-                    model_path, split_manifest, clean_dir, run_dir / "champion_eval",
-                    batch_size, top_k, title="The champion on this run's test split",
+                    model_path,
+                    split_manifest,
+                    clean_dir,
+                    run_dir / "champion_eval",
+                    batch_size,
+                    top_k,
+                    title="The champion on this run's test split",
                 ).metrics
             except ValueError as exc:  # the champion knows other classes
                 logger.warning("champion not comparable: %s", exc)
                 return None
 
         decision = registry.promote_if_better(
-            run_dir.parent, run_dir.name, dataset_version, m, run_dir / "model.keras",
+            run_dir.parent,
+            run_dir.name,
+            dataset_version,
+            m,
+            run_dir / "model.keras",
             champion_on_this_split,
         )
         evaluate.append_to_report(result.report_path, decision.markdown())
@@ -73,7 +82,8 @@ def evaluate_folder_task(
 ) -> evaluate.EvaluationResult:
     result = evaluate.evaluate_folder(model_path, data_dir, out_dir, None, batch_size, top_k)
     _ui.markdown(
-        "evaluation-report", result.report_path.read_text(encoding="utf-8"),
+        "evaluation-report",
+        result.report_path.read_text(encoding="utf-8"),
         f"Evaluation of {model_path} on {data_dir}",
     )
     return result

@@ -10,7 +10,13 @@ from landmarks.models import ModelSpec
 from tasks import _policy, _ui
 
 
-@task(name="train", retries=1, retry_delay_seconds=10, retry_condition_fn=_policy.retry_on_transient, tags=["training"])  # noqa: E501
+@task(
+    name="train",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=_policy.retry_on_transient,
+    tags=["training"],
+)  # noqa: E501
 def train_task(
     split_manifest: Path,
     clean_dir: Path,

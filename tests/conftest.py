@@ -45,7 +45,9 @@ def make_subset(dest: Path, classes: dict[str, int]) -> Path:
 @pytest.fixture(scope="session")
 def real_raw() -> Path:
     if not REAL_RAW.is_dir():
-        pytest.fail(f"real photos not found at {REAL_RAW}; the tests need ../shared beside the repo")
+        pytest.fail(
+            f"real photos not found at {REAL_RAW}; the tests need ../shared beside the repo"
+        )
     return REAL_RAW
 
 

@@ -14,8 +14,17 @@ runner = CliRunner()
 def test_every_command_has_help():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ["run", "refresh", "crawl", "clean", "dedup", "split", "augment", "train",
-                    "evaluate"]:
+    for command in [
+        "run",
+        "refresh",
+        "crawl",
+        "clean",
+        "dedup",
+        "split",
+        "augment",
+        "train",
+        "evaluate",
+    ]:
         assert command in result.output
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0 and "Usage" in sub.output
@@ -33,7 +42,10 @@ def test_web_source_without_network_fails_fast_with_a_way_out(tmp_path: Path):
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", "--source", "web"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     elapsed = time.monotonic() - start
     assert proc.returncode == 2

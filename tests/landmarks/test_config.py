@@ -17,7 +17,9 @@ def test_defaults_match_the_original_project():
 
 def test_precedence_flags_over_env_over_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('source = "/data"\n[train]\nepochs = 7\nbatch_size = 16\n[dedup]\nthreshold = 4\n')
+    cfg.write_text(
+        'source = "/data"\n[train]\nepochs = 7\nbatch_size = 16\n[dedup]\nthreshold = 4\n'
+    )
     s = load_settings(cfg)
     assert (s.source, s.train.epochs, s.train.batch_size, s.dedup.threshold) == ("/data", 7, 16, 4)
     monkeypatch.setenv("LANDMARKS_TRAIN__EPOCHS", "9")

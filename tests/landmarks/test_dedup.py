@@ -73,8 +73,11 @@ def test_copies_are_grouped_with_their_original(tmp_path: Path, real_raw: Path):
     assert result.num_groups >= 3
     assert result.num_kept == result.num_images - result.num_duplicates
     for p in originals[:3]:
-        groups = [g for g in report["groups"]
-                  if p.stem in g["keeper"] or any(p.stem in d["raw_path"] for d in g["duplicates"])]
+        groups = [
+            g
+            for g in report["groups"]
+            if p.stem in g["keeper"] or any(p.stem in d["raw_path"] for d in g["duplicates"])
+        ]
         assert len(groups) == 1
         members = {Path(d["raw_path"]).stem for d in groups[0]["duplicates"]}
         assert sum(1 for m in members if m.startswith(p.stem)) >= 6

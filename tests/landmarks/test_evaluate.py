@@ -53,10 +53,15 @@ def test_evaluate_any_folder_any_format(tmp_path, small_subset, real_raw):
                 paths.append(str(f))
                 labels.append(i)
     spec = ModelSpec(image_size=32, conv_blocks=1, first_filters=4, dense_units=8)
-    model_path = train_model(lambda n: make_model(spec, n), (paths, labels), ([], []),
-                             len(classes), tmp_path / "run",
-                             TrainOptions(image_size=32, batch_size=8, epochs=1),
-                             class_names=classes).model_path
+    model_path = train_model(
+        lambda n: make_model(spec, n),
+        (paths, labels),
+        ([], []),
+        len(classes),
+        tmp_path / "run",
+        TrainOptions(image_size=32, batch_size=8, epochs=1),
+        class_names=classes,
+    ).model_path
     data = tmp_path / "data"
     for c in ("petra", "colosseum"):
         (data / c).mkdir(parents=True)
@@ -86,8 +91,18 @@ def test_evaluate_any_folder_any_format(tmp_path, small_subset, real_raw):
     assert "## Skipped (1)" in report and "empty.jpg | empty" in report
     assert "Most confused" in report or m["top1"] == 1.0
 
-    out = CliRunner().invoke(app, ["evaluate", "--model", str(model_path), "--data", str(data),
-                                   "--json", str(tmp_path / "m.json")])
+    out = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(model_path),
+            "--data",
+            str(data),
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert json.loads((tmp_path / "m.json").read_text())["top1"] == pytest.approx(m["top1"])
     (data / "big_ben").mkdir()

@@ -7,8 +7,12 @@ from landmarks.storage import Layout, read_jsonl, sha256_file
 def test_import_records_provenance_and_is_append_only(tmp_path: Path, small_subset: Path):
     layout = Layout(tmp_path / "storage")
     first = import_folder(small_subset, layout)
-    assert first.added == 64 and set(first.per_class) == {"colosseum", "eiffel_tower", "petra",
-                                                         "taj_mahal"}
+    assert first.added == 64 and set(first.per_class) == {
+        "colosseum",
+        "eiffel_tower",
+        "petra",
+        "taj_mahal",
+    }
     records = read_jsonl(layout.raw_manifest)
     assert len(records) == 64
     r = records[0]

@@ -26,14 +26,21 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, small_subset: Path) -> 
                 labels.append(i)
     spec = ModelSpec(image_size=32, conv_blocks=1, first_filters=4, dense_units=8)
     run_dir = tmp_path_factory.mktemp("predict") / "run"
-    result = train_model(lambda n: make_model(spec, n), (paths, labels), ([], []), len(classes),
-                         run_dir, TrainOptions(image_size=32, batch_size=8, epochs=1),
-                         class_names=classes)
+    result = train_model(
+        lambda n: make_model(spec, n),
+        (paths, labels),
+        ([], []),
+        len(classes),
+        run_dir,
+        TrainOptions(image_size=32, batch_size=8, epochs=1),
+        class_names=classes,
+    )
     return result.model_path
 
 
-def test_predict_top3_any_format_and_a_broken_file(tiny_model: Path, real_raw: Path,
-                                                   tmp_path: Path):
+def test_predict_top3_any_format_and_a_broken_file(
+    tiny_model: Path, real_raw: Path, tmp_path: Path
+):
     webp = next(p for p in sorted((real_raw / "petra").iterdir()) if p.suffix == ".webp")
     jpeg = next(p for p in sorted((real_raw / "colosseum").iterdir()) if p.suffix == ".jpg")
     broken = tmp_path / "broken.jpg"
@@ -64,8 +71,9 @@ def test_cli_predict_without_champion_says_what_to_do(tmp_path: Path, real_raw: 
     assert out.exit_code == 2 and "no champion" in out.output
 
 
-def test_export_savedmodel_and_tflite_agree_with_keras(tiny_model: Path, real_raw: Path,
-                                                       tmp_path: Path):
+def test_export_savedmodel_and_tflite_agree_with_keras(
+    tiny_model: Path, real_raw: Path, tmp_path: Path
+):
     import keras
     import tensorflow as tf
 

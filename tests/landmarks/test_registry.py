@@ -54,8 +54,9 @@ def test_champion_of_another_split_is_reevaluated_on_the_candidates_split(tmp_pa
         return {"top1": 0.5, "loss": 1.5}  # the old champion on the new, harder split
 
     # 0.7 < 0.9 recorded on v1, but beats the champion's 0.5 on the same (v2) split.
-    d = promote_if_better(runs, "b", "v2", {"top1": 0.7, "loss": 1.0}, b / "model.keras",
-                          champion_on_v2)
+    d = promote_if_better(
+        runs, "b", "v2", {"top1": 0.7, "loss": 1.0}, b / "model.keras", champion_on_v2
+    )
     assert asked == [(a / "model.keras").resolve()]
     assert d.promoted and d.champion_top1 == 0.5 and "same test split" in d.reason
     c = _run(runs, "c")

@@ -21,11 +21,18 @@ def test_plan_trials_grid_scale_and_only(tmp_path: Path):
         '[grid]\nactivation = ["relu", "elu"]\ndropout = [0.0]\n'
     )
     plan = load_sweep(path)
-    assert [t.label for t in plan.trials] == ["a", "activation=relu,dropout=0.0",
-                                               "activation=elu,dropout=0.0"]
+    assert [t.label for t in plan.trials] == [
+        "a",
+        "activation=relu,dropout=0.0",
+        "activation=elu,dropout=0.0",
+    ]
     assert [t.train["epochs"] for t in plan.trials] == [2, 5, 5]
-    assert plan.trials[2].train == {"image_size": 32, "epochs": 5, "activation": "elu",
-                                    "dropout": 0.0}
+    assert plan.trials[2].train == {
+        "image_size": 32,
+        "epochs": 5,
+        "activation": "elu",
+        "dropout": 0.0,
+    }
     assert [t.train["epochs"] for t in load_sweep(path, epoch_scale=0.01).trials] == [1, 1, 1]
     assert [t.label for t in load_sweep(path, only=["a"]).trials] == ["a"]
     with pytest.raises(ValueError, match="no trials named"):
@@ -42,29 +49,69 @@ def test_shipped_config_reproduces_the_original_rows():
     by = {t.label: t.train for t in plan.trials}
     for train in by.values():
         load_settings(None, {"train": train})  # every row is a valid [train] section
-    row = table_row("try_1", {**by["try_1"], "name": by["try_1"]["model"]}, by["try_1"],
-                    {"loss": 1.0, "top1": 0.5, "top3": 0.8}, 10, 1.0, "r")
+    row = table_row(
+        "try_1",
+        {**by["try_1"], "name": by["try_1"]["model"]},
+        by["try_1"],
+        {"loss": 1.0, "top1": 0.5, "top3": 0.8},
+        10,
+        1.0,
+        "r",
+    )
     assert (row["# of layers"], row["image_size"], row["epoch"], row["batchsize"]) == (
-        "5", 32, 10, 64)
-    assert (row["1st_conv2d"], row["1st_activation"], row["max_pooling2d"], row["dropout"],
-            row["2nd_or_3rd_activation"], row["optimizer"]) == (
-        "(32,3,3)", "Relu", "Max(2,2)", "-", "-", "rmsprop")
+        "5",
+        32,
+        10,
+        64,
+    )
+    assert (
+        row["1st_conv2d"],
+        row["1st_activation"],
+        row["max_pooling2d"],
+        row["dropout"],
+        row["2nd_or_3rd_activation"],
+        row["optimizer"],
+    ) == ("(32,3,3)", "Relu", "Max(2,2)", "-", "-", "rmsprop")
     t23 = by["try_23"]
-    row = table_row("try_23", {**t23, "name": "original_cnn"}, t23,
-                    {"loss": 1.0, "top1": 0.5, "top3": 0.8}, 140, 1.0, "r")
+    row = table_row(
+        "try_23",
+        {**t23, "name": "original_cnn"},
+        t23,
+        {"loss": 1.0, "top1": 0.5, "top3": 0.8},
+        140,
+        1.0,
+        "r",
+    )
     assert (row["# of layers"], row["epoch"], row["batchsize"], row["1st_activation"]) == (
-        "7", 140, 128, "LeakyRelu(alpha=0.01)")
+        "7",
+        140,
+        128,
+        "LeakyRelu(alpha=0.01)",
+    )
     vgg = {**by["try_17"], "name": "vgg"}
-    assert table_row("try_17", vgg, vgg, {"loss": 1, "top1": 0, "top3": 0}, 1, 1, "r")[
-        "# of layers"] == "13"
-    assert [t.train["epochs"] for t in load_sweep(ROOT / "configs" / "original_table.toml",
-                                                  epoch_scale=0.1).trials][10] == 30
+    assert (
+        table_row("try_17", vgg, vgg, {"loss": 1, "top1": 0, "top3": 0}, 1, 1, "r")["# of layers"]
+        == "13"
+    )
+    assert [
+        t.train["epochs"]
+        for t in load_sweep(ROOT / "configs" / "original_table.toml", epoch_scale=0.1).trials
+    ][10] == 30
 
 
 def test_results_table_markdown_and_csv(tmp_path: Path):
-    rows = [table_row(x, {"name": "original_cnn", "conv_blocks": 3}, {"epochs": 2},
-                      {"loss": 1.5, "top1": a, "top3": 0.9}, 2, 3.0, x)
-            for x, a in (("a", 0.5), ("b", 0.7))]
+    rows = [
+        table_row(
+            x,
+            {"name": "original_cnn", "conv_blocks": 3},
+            {"epochs": 2},
+            {"loss": 1.5, "top1": a, "top3": 0.9},
+            2,
+            3.0,
+            x,
+        )
+        for x, a in (("a", 0.5), ("b", 0.7))
+    ]
     md, csv_path = write_results(rows, tmp_path, "T")
     assert "Best top-1: **b** (0.7000)" in md.read_text()
     with csv_path.open() as fh:
@@ -98,14 +145,21 @@ def tiny_storage(tmp_path: Path, small_subset: Path) -> Path:
         files = [f for f in sorted((small_subset / c).iterdir()) if f.suffix == ".jpg"][:9]
         for i, f in enumerate(files):
             split = "test" if i < 2 else "val" if i < 3 else "train"
-            records.append({"path": f"{c}/{f.name}", "class": c, "split": split,
-                            "pixel_hash": f.name})
+            records.append(
+                {"path": f"{c}/{f.name}", "class": c, "split": split, "pixel_hash": f.name}
+            )
     write_jsonl(storage / "splits" / "split.jsonl", records)
     return storage
 
 
-TINY = {"image_size": 32, "batch_size": 8, "conv_blocks": 1, "first_filters": 4,
-        "dense_units": 8, "early_stopping_patience": 0}
+TINY = {
+    "image_size": 32,
+    "batch_size": 8,
+    "conv_blocks": 1,
+    "first_filters": 4,
+    "dense_units": 8,
+    "early_stopping_patience": 0,
+}
 
 
 @pytest.mark.slow
@@ -115,8 +169,9 @@ def test_sweep_flow_writes_the_table_and_a_rerun_skips_finished_trials(
     from flows.sweep import sweep
 
     path = tmp_path / "s.toml"
-    path.write_text('[sweep]\nname = "tiny"\n[base]\nepochs = 2\n'
-                    '[grid]\nactivation = ["relu", "elu"]\n')
+    path.write_text(
+        '[sweep]\nname = "tiny"\n[base]\nepochs = 2\n[grid]\nactivation = ["relu", "elu"]\n'
+    )
     overrides = {"storage_dir": str(tiny_storage), "train": TINY}
     result = sweep(sweep_path=str(path), overrides=overrides, epoch_scale=0.5)
     rows = result["rows"]
@@ -140,8 +195,11 @@ def test_sweep_flow_writes_the_table_and_a_rerun_skips_finished_trials(
 def test_leakage_flow_reports_both_protocols(prefect_harness, tiny_storage: Path):
     from flows.sweep import leakage
 
-    overrides = {"storage_dir": str(tiny_storage), "train": {**TINY, "epochs": 1},
-                 "augment": {"multiplier": 1.0, "output_size": 48, "chunk_size": 50}}
+    overrides = {
+        "storage_dir": str(tiny_storage),
+        "train": {**TINY, "epochs": 1},
+        "augment": {"multiplier": 1.0, "output_size": 48, "chunk_size": 50},
+    }
     result = leakage(overrides=overrides)
     rows = {r["protocol"]: r for r in result["rows"]}
     assert set(rows) == {"original", "ours"}

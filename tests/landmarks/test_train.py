@@ -41,8 +41,14 @@ def test_train_then_evaluate_and_rerun_resumes(tmp_path: Path, small_subset: Pat
     paths, labels, classes = _items(small_subset, 10)
     spec = ModelSpec(image_size=32, conv_blocks=2, first_filters=8, dense_units=16)
     opts = TrainOptions(image_size=32, batch_size=8, epochs=2, early_stopping_patience=0)
-    result = train_model(lambda n: make_model(spec, n), (paths, labels), (paths[:8], labels[:8]),
-                         len(classes), tmp_path / "run", opts)
+    result = train_model(
+        lambda n: make_model(spec, n),
+        (paths, labels),
+        (paths[:8], labels[:8]),
+        len(classes),
+        tmp_path / "run",
+        opts,
+    )
     assert result.model_path.is_file() and result.epochs_run == 2
     assert result.curves_path.is_file()
     assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents*"))
@@ -50,10 +56,14 @@ def test_train_then_evaluate_and_rerun_resumes(tmp_path: Path, small_subset: Pat
     assert 0 <= ev.metrics["top1"] <= ev.metrics["top3"] <= 1
     assert ev.confusion_path.is_file() and ev.report_path.is_file()
     # Asking for more epochs in the same run folder continues from epoch 2.
-    more = train_model(lambda n: make_model(spec, n), (paths, labels), (paths[:8], labels[:8]),
-                       len(classes), tmp_path / "run",
-                       TrainOptions(image_size=32, batch_size=8, epochs=3,
-                                    early_stopping_patience=0))
+    more = train_model(
+        lambda n: make_model(spec, n),
+        (paths, labels),
+        (paths[:8], labels[:8]),
+        len(classes),
+        tmp_path / "run",
+        TrainOptions(image_size=32, batch_size=8, epochs=3, early_stopping_patience=0),
+    )
     assert more.resumed_from_epoch == 2 and more.epochs_run == 3
 
 
@@ -117,10 +127,24 @@ def test_time_limit_mixed_precision_and_no_class_weights(tmp_path: Path, small_s
     paths, labels, classes = _items(small_subset, 4)
     spec = ModelSpec(image_size=32, conv_blocks=1, first_filters=4, dense_units=8)
     # A 1 ms budget lets one epoch finish, then stops: 1 of 5 epochs run.
-    opts = TrainOptions(image_size=32, batch_size=8, epochs=5, early_stopping_patience=0,
-                        time_limit_s=0.001, mixed_precision="on", class_weighting=False)
-    result = train_model(lambda n: make_model(spec, n), (paths, labels), ([], []), len(classes),
-                         tmp_path / "run", opts, class_names=classes)
+    opts = TrainOptions(
+        image_size=32,
+        batch_size=8,
+        epochs=5,
+        early_stopping_patience=0,
+        time_limit_s=0.001,
+        mixed_precision="on",
+        class_weighting=False,
+    )
+    result = train_model(
+        lambda n: make_model(spec, n),
+        (paths, labels),
+        ([], []),
+        len(classes),
+        tmp_path / "run",
+        opts,
+        class_names=classes,
+    )
     assert result.epochs_run == 1 and result.train_seconds > 0
     import keras
 
