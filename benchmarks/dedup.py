@@ -145,23 +145,9 @@ def make_variants(files: list[Path], out_dir: Path) -> list[tuple[Path, int, str
     return out
 
 
-class _Groups:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, x: int) -> int:
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        self.parent[self.find(a)] = self.find(b)
-
-
 def _group_pairs(n: int, pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
     """All pairs inside the connected components: what a dedup that keeps one per group acts on."""
-    g = _Groups(n)
+    g = dedup.UnionFind(n)
     for a, b in pairs:
         g.union(a, b)
     members: dict[int, list[int]] = {}
@@ -198,7 +184,7 @@ def bench_quality(files: list[Path], real_root: Path) -> None:
     print(f"\n== quality: {len(files)} originals + 7 variants each ==")
     rel = [p.relative_to(real_root).as_posix() for p in files]
     index = {r: i for i, r in enumerate(rel)}
-    dup_of = _Groups(len(files))
+    dup_of = dedup.UnionFind(len(files))
     for a, b in KNOWN_DUPLICATES:
         if a in index and b in index:
             dup_of.union(index[a], index[b])

@@ -243,7 +243,9 @@ def pair_distance(a: hashing.ImageHashes, b: hashing.ImageHashes) -> int:
     return best
 
 
-class _UnionFind:
+class UnionFind:
+    """Disjoint sets over 0..n-1 (path halving)."""
+
     def __init__(self, n: int) -> None:
         self.parent = list(range(n))
 
@@ -279,7 +281,7 @@ def find_groups(
     consistent group and every singleton; members of label conflicts are not kept.
     """
     n = len(records)
-    uf = _UnionFind(n)
+    uf = UnionFind(n)
     how: dict[tuple[int, int], str] = {}
     by_pixels: dict[str, int] = {}
     for i, r in enumerate(records):

@@ -64,20 +64,7 @@ class RawStore:
         tmp = dest.with_name(f".{dest.name}.part")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
-        record = {
-            **provenance,
-            "class": class_name,
-            "path": dest.relative_to(self.layout.raw_dir).as_posix(),
-            "sha256": digest,
-            "bytes": dest.stat().st_size,
-            "added_at": now_iso(),
-        }
-        append_jsonl(self.layout.raw_manifest, [record])
-        self.records.append(record)
-        self.known.add((class_name, digest))
-        if record.get("url"):
-            self.known_urls.add(record["url"])
-        return record
+        return self._record(dest, class_name, digest, provenance)
 
     def adopt_file(
         self,
@@ -97,6 +84,10 @@ class RawStore:
             return None
         dest = self._free_name(class_name, name)
         os.replace(src, dest)
+        return self._record(dest, class_name, digest, provenance)
+
+    def _record(self, dest: Path, class_name: str, digest: str, provenance: dict[str, Any]) -> dict:
+        """Append the provenance record of a file now in raw/ and remember it."""
         record = {
             **provenance,
             "class": class_name,
