@@ -628,7 +628,6 @@ def train(
     """Train a model on the train split plus its augmented chunks, in storage/runs/<run-id>/,
     evaluate it on the test split and promote it to champion if it beats the champion on that
     same split. --run-id of an interrupted run resumes it from its last finished epoch."""
-    from dataclasses import asdict
 
     from landmarks import registry
     from landmarks import split as split_core
@@ -654,14 +653,7 @@ def train(
     run_dir = registry.create_run(
         layout.runs_dir,
         run_id,
-        {
-            "dataset_version": version,
-            "split_manifest": str(layout.split_manifest),
-            "augmented_dir": str(augmented_dir) if augmented_dir else None,
-            "model": asdict(spec),
-            "train": asdict(train_opts),
-            "settings": settings.model_dump(mode="json"),
-        },
+        opt.run_config(settings, version, layout.split_manifest, augmented_dir),
     )
     with _bar("train", unit="epoch") as bar:
         trained = train_run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from landmarks.augment import AugmentOptions
@@ -60,3 +61,24 @@ def suspects_options(s: Settings) -> Any:
     from landmarks.suspects import SuspectsOptions
 
     return _pick(SuspectsOptions, s.suspects.model_dump())
+
+
+def run_config(
+    settings: Settings,
+    dataset_version: str,
+    split_manifest: Path,
+    augmented_dir: str | Path | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What a training run records in its run.json: data, model, options and all settings."""
+    from dataclasses import asdict
+
+    return {
+        "dataset_version": dataset_version,
+        "split_manifest": str(split_manifest),
+        "augmented_dir": str(augmented_dir) if augmented_dir else None,
+        **extra,
+        "model": asdict(model_spec(settings)),
+        "train": asdict(train_options(settings)),
+        "settings": settings.model_dump(mode="json"),
+    }

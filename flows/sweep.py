@@ -64,16 +64,14 @@ def sweep(
         run_dir = registry.create_run(
             layout.runs_dir,
             run_id,
-            {
-                "dataset_version": version,
-                "split_manifest": str(layout.split_manifest),
-                "augmented_dir": augmented_dir,
-                "sweep": plan.name,
-                "trial": trial.label,
-                "model": asdict(spec),
-                "train": asdict(train_opts),
-                "settings": settings.model_dump(mode="json"),
-            },
+            opt.run_config(
+                settings,
+                version,
+                layout.split_manifest,
+                augmented_dir,
+                sweep=plan.name,
+                trial=trial.label,
+            ),
         )
         # trial.json is written last: its presence means trained *and* evaluated.
         if (run_dir / "trial.json").exists() and (run_dir / "metrics.json").exists():

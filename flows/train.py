@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +45,7 @@ def train(
     run_dir = registry.create_run(
         layout.runs_dir,
         run_id,
-        {
-            "dataset_version": version,
-            "split_manifest": str(layout.split_manifest),
-            "augmented_dir": augmented_dir,
-            "model": asdict(spec),
-            "train": asdict(train_opts),
-            "settings": settings.model_dump(mode="json"),
-        },
+        opt.run_config(settings, version, layout.split_manifest, augmented_dir),
     )
     trained = train_task(
         layout.split_manifest,
