@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from flows import options as opt
 from flows.refresh import DEFAULT_CRAWL_CONCURRENCY
 from flows.refresh import refresh as refresh_flow
-from landmarks.config import Settings, load_settings
+from landmarks.config import Settings, deep_merge, load_settings
 from landmarks.split import dataset_version as split_version
 from landmarks.storage import Layout
 from tasks import _ui
@@ -148,16 +148,6 @@ DEFAULT_PIPELINE = PipelineParameters()
 # --------------------------------------------------------------------------- helpers
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def data_overrides(p: DataParameters) -> dict[str, Any]:
     values = {
         "storage_dir": p.storage_dir,
@@ -168,7 +158,7 @@ def data_overrides(p: DataParameters) -> dict[str, Any]:
             "target_per_class": p.augment_target_per_class,
         },
     }
-    return _merge(values, p.overrides)
+    return deep_merge(values, p.overrides)
 
 
 def training_overrides(t: TrainingParameters) -> dict[str, Any]:
@@ -237,7 +227,7 @@ def _start_retrain(params: RefreshParameters, growth: float) -> dict[str, Any]:
         )
     except ObjectNotFound:
         logger.info("no deployment %r: retraining in this flow", params.retrain_deployment)
-        overrides = _merge(data_overrides(params), training_overrides(params.training))
+        overrides = deep_merge(data_overrides(params), training_overrides(params.training))
         result = _run_training(params.config_path, overrides)
         return {"mode": "inline", "run_id": result["run_id"], "top1": result["top1"]}
     logger.info(
@@ -278,8 +268,8 @@ def refresh(params: RefreshParameters = DEFAULT_REFRESH) -> dict[str, Any]:
 @flow(name="landmarks-retrain", log_prints=True)
 def retrain(params: RetrainParameters = DEFAULT_RETRAIN) -> dict[str, Any]:
     """Train and evaluate a model on the current split and its augmentation, on demand."""
-    overrides = _merge(
-        _merge({"storage_dir": params.storage_dir}, training_overrides(params.training)),
+    overrides = deep_merge(
+        deep_merge({"storage_dir": params.storage_dir}, training_overrides(params.training)),
         params.overrides,
     )
     return _run_training(params.config_path, overrides, params.run_id)
@@ -293,7 +283,7 @@ def pipeline(params: PipelineParameters = DEFAULT_PIPELINE) -> dict[str, Any]:
         overrides=data_overrides(params),
         fan_out_augment=params.runner.task_runner == "dask",
     )
-    overrides = _merge(data_overrides(params), training_overrides(params.training))
+    overrides = deep_merge(data_overrides(params), training_overrides(params.training))
     return {**data, **_run_training(params.config_path, overrides)}
 
 

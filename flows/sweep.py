@@ -11,18 +11,11 @@ from prefect import flow
 from flows import options as opt
 from landmarks import registry
 from landmarks import sweep as sweep_core
-from landmarks.config import load_settings
+from landmarks.config import deep_merge, load_settings
 from landmarks.split import dataset_version as split_version
 from landmarks.storage import Layout, atomic_write_json, digest_records, read_json
 from tasks.evaluate import evaluate_task, leakage_report_task, sweep_results_task
 from tasks.train import train_task
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(out.get(key), dict) else value
-    return out
 
 
 def _layout(settings: Any) -> Layout:
@@ -57,7 +50,7 @@ def sweep(
     for trial in plan.trials:
         settings = load_settings(
             Path(config_path) if config_path else None,
-            _merge(overrides or {}, {"train": trial.train}),
+            deep_merge(overrides or {}, {"train": trial.train}),
         )
         spec, train_opts = opt.model_spec(settings), opt.train_options(settings)
         run_id = sweep_core.trial_run_id(plan.name, version, trial.label)

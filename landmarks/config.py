@@ -314,11 +314,12 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, nested tables merged key by key (``extra`` wins)."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -348,7 +349,7 @@ def load_settings(
                 os.environ[CONFIG_ENV_VAR] = previous
     if not clean_overrides:
         return base
-    return Settings.model_validate(_deep_merge(base.model_dump(), clean_overrides))
+    return Settings.model_validate(deep_merge(base.model_dump(), clean_overrides))
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from landmarks.clean import CleanOptions
-from landmarks.storage import atomic_path, atomic_write_json, atomic_write_text, read_json
+from landmarks.plots import pyplot, save_figure
+from landmarks.storage import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,7 @@ def compute_metrics(
 
 
 def plot_confusion(confusion: np.ndarray, class_names: list[str], out_path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     confusion = np.asarray(confusion)
     size = max(5.0, 0.55 * len(class_names) + 2)
@@ -101,21 +99,14 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], out_path: Path
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix (test split; colour = row share)")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=100)
 
 
 def plot_gallery(
     misclassified: list[dict[str, Any]], out_path: Path, max_images: int = 24, columns: int = 6
 ) -> Path:
     """A grid of misclassified test photos, each titled true -> predicted (probability)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from PIL import Image
 
     shown = misclassified[:max_images]
@@ -133,11 +124,7 @@ def plot_gallery(
     if not shown:
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     fig.suptitle(f"Misclassified test photos ({len(shown)} of {len(misclassified)})")
-    fig.tight_layout()
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=90)
 
 
 def misclassified_items(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from landmarks.plots import pyplot, save_figure
 from landmarks.storage import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -125,10 +126,7 @@ def write_classes(run_dir: Path, class_names: list[str]) -> Path:
 
 
 def plot_history(history_path: Path, out_path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = _read_history(history_path)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -142,11 +140,7 @@ def plot_history(history_path: Path, out_path: Path) -> Path:
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=100)
 
 
 def train_model(
