@@ -23,6 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# read_jsonl and ManifestError live with the manifest reader; re-exported for every stage.
+from landmarks.manifest import (  # noqa: F401
+    ManifestError,
+    read_jsonl,
+    scan_jsonl,
+    set_aside_torn,
+)
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -105,7 +113,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+    with _naming_errors(path), atomic_path(path) as tmp, tmp.open("wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -123,40 +131,33 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL manifest; a torn last line (a crash mid-append) is ignored."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records: list[dict[str, Any]] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                continue
-            raise
-    return records
-
-
 def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Append records, one JSON object per line, flushed to disk. Returns how many."""
+    """Append records, one JSON object per line, flushed to disk. Returns how many.
+
+    A torn last line left by a crash is first moved aside (``<path>.torn``), so it never ends
+    up between whole records. A failed write (a full disk) is cut back off the file: the
+    manifest holds either every new line or none of them, never a half line.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records]
     if not lines:
         return 0
-    # A crash can leave a torn last line; start on a fresh line so the next record stays whole.
-    needs_newline = path.exists() and path.stat().st_size > 0 and not _ends_with_newline(path)
-    with path.open("a", encoding="utf-8") as fh:
-        if needs_newline:
+    torn_tail = path.exists() and path.stat().st_size > 0 and not _ends_with_newline(path)
+    if torn_tail and set_aside_torn(path) is None:  # a whole last record, no newline
+        with path.open("a", encoding="utf-8") as fh:
             fh.write("\n")
-        fh.writelines(lines)
-        fh.flush()
-        os.fsync(fh.fileno())
+    data = "".join(lines).encode("utf-8")
+    with _naming_errors(path), path.open("ab") as fh:
+        start = fh.tell()
+        try:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                fh.truncate(start)
+            raise
     return len(lines)
 
 
@@ -181,26 +182,77 @@ class StorageBusy(RuntimeError):
     """Another process holds the storage lock."""
 
 
+class StorageNotWritable(OSError):
+    """The storage folder cannot be written (read-only mount, permissions, immutable)."""
+
+
 @contextlib.contextmanager
-def exclusive_lock(root: Path, name: str = "refresh") -> Iterator[None]:
-    """Hold ``<root>/.<name>.lock`` for the block, or fail at once with a clear message."""
+def _naming_errors(path: Path) -> Iterator[None]:
+    """Give an OSError raised by a write (ENOSPC, EFBIG: no file name) the path it was for."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def check_writable(root: Path) -> None:
+    """Fail at once, before any work, when ``root`` cannot take a new file.
+
+    ``os.access`` alone is not enough: root passes it on a read-only mount or an immutable
+    (``chattr +i``) folder, so a real probe file is created, written, synced and removed.
+    """
+    root = Path(root)
+    probe = root / f".write-probe-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(13, "no write permission", str(root))
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                probe.unlink()
+    except OSError as exc:
+        raise StorageNotWritable(
+            exc.errno,
+            f"storage folder {root} is not writable ({exc.strerror or exc}); nothing was "
+            "changed. Point --storage at a writable folder, or remount it read-write",
+            str(root),
+        ) from exc
+
+
+@contextlib.contextmanager
+def exclusive_lock(root: Path, name: str = "refresh", purpose: str | None = None) -> Iterator[None]:
+    """Hold ``<root>/.<name>.lock`` for the block, or fail at once with a clear message.
+
+    ``purpose`` (default ``name``) is what a second process is told is running, e.g. a
+    ``landmarks clean`` holding the refresh lock. The storage is probed for writability
+    first, so a read-only storage fails here, before any stage starts.
+    """
     import fcntl
 
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    check_writable(root)
     lock_path = root / f".{name}.lock"
     with lock_path.open("a+") as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            what, _, pid = fh.read().strip().rpartition("pid ")
+            holder = f"pid {pid}" if pid else "another process"
             raise StorageBusy(
-                f"{root} is busy: a {name} is already running ({holder}); wait for it to finish"
+                f"{root} is busy: a {what.strip() or name} is already running ({holder}); "
+                "wait for it to finish"
             ) from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()}")
+        fh.write(f"{purpose or name} pid {os.getpid()}")
         fh.flush()
         try:
             yield
