@@ -124,6 +124,50 @@ def _bar(description: str, unit: str = "img") -> Iterator[Callable[[int, int], N
         bar.close()
 
 
+# --- storage guard: stage commands hold the refresh's storage lock -----------------------
+def _storage_guard(stage: str, when: Callable[[dict[str, Any]], bool] = lambda kw: True) -> Any:
+    """Run a stage command under the storage lock a refresh holds, so the two never overlap
+    (the second one gets the same clear "busy" message), and turn a full disk, a read-only
+    storage or a corrupt manifest into one clear line naming the stage and the path."""
+    import errno
+    import functools
+
+    storage_errors = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES}
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            from landmarks.manifest import ManifestError
+            from landmarks.storage import StorageBusy, StorageNotWritable, exclusive_lock
+
+            if not when(kwargs):
+                return command(*args, **kwargs)
+            settings, _ = _settings(kwargs.get("config"), kwargs.get("storage"))
+            try:
+                with exclusive_lock(settings.storage_dir, "refresh", f"landmarks {stage}"):
+                    return command(*args, **kwargs)
+            except (StorageBusy, ManifestError) as exc:
+                _fail(str(exc))
+            except StorageNotWritable as exc:
+                _fail(f"{stage}: {exc.strerror}")
+            except OSError as exc:
+                if exc.errno not in storage_errors:
+                    raise
+                _fail(
+                    f"{stage} stopped: {exc.strerror} while writing "
+                    f"{exc.filename or settings.storage_dir}. Nothing half-written is left "
+                    "where a reader would take it; free space (or fix the permission) and "
+                    "run it again: it resumes"
+                )
+
+        return guarded
+
+    return wrap
+
+
+# --- end storage guard ------------------------------------------------------------------
+
+
 def _check_web(settings: Settings) -> None:
     from landmarks.crawl import NetworkUnavailable, check_network
 
@@ -382,6 +426,7 @@ def crawl(
 
 
 @app.command()
+@_storage_guard("clean")
 def clean(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
     """Decode every new raw image, normalise it to an upright RGB JPEG in storage/clean/, or
     copy it to storage/quarantine/<reason>/ with its reason. Raw files are never deleted."""
@@ -400,6 +445,7 @@ def clean(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
 
 
 @app.command()
+@_storage_guard("dedup", when=lambda kw: kw.get("folder") is None)
 def dedup(
     folder: Annotated[
         Path | None,
@@ -498,6 +544,7 @@ def dedup(
 
 
 @app.command()
+@_storage_guard("split")
 def split(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
     """Assign dedup keepers to train/val/test (stratified, stable as the dataset grows),
     after applying the review decisions (removed photos out, relabelled photos moved)."""
@@ -539,6 +586,7 @@ AUGMENT_HELP = (
 
 
 @app.command(help=AUGMENT_HELP)
+@_storage_guard("augment")
 def augment(
     config: ConfigOpt = None,
     storage: StorageOpt = None,
@@ -1068,6 +1116,43 @@ def review(
         pass
     finally:
         server.server_close()
+
+
+# --- verify -------------------------------------------------------------------------------
+@app.command()
+def verify(
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Fix what loses nothing: adopt orphans, set torn lines aside, remove temp "
+            "files of dead processes. Never deletes a photo.",
+        ),
+    ] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every finding here as JSON.")
+    ] = None,
+) -> None:
+    """Check every stage's manifest against its files (exists, size, sha256), orphans, torn or
+    corrupt manifest lines (file:line), augmented chunks, split records whose image is gone,
+    unfinished runs, stale temp files and locks. Exit 0: consistent; 1: not; 2: usage."""
+    from landmarks import integrity
+    from landmarks.storage import StorageBusy, atomic_write_json
+
+    settings, _ = _settings(config, storage)
+    try:
+        report = integrity.verify_storage(settings.storage_dir, repair=repair)
+    except (FileNotFoundError, StorageBusy) as exc:
+        _fail(str(exc))
+    typer.echo(integrity.format_table(report))
+    if json_out:
+        atomic_write_json(json_out, report.to_json())
+    raise typer.Exit(code=0 if report.consistent else 1)
+
+
+# --- end verify ---------------------------------------------------------------------------
 
 
 if __name__ == "__main__":

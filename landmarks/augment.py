@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from landmarks.manifest import fault_point
 from landmarks.storage import atomic_write_json, read_json, sha256_bytes
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -387,6 +388,7 @@ def write_chunk(
     if final.exists():  # a damaged chunk that failed verification: replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fault_point("augment", "committed")
     return len(files)
 
 

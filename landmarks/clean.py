@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from landmarks import images
+from landmarks.manifest import fault_point
 from landmarks.storage import (
     Layout,
     append_jsonl,
@@ -112,7 +113,11 @@ def clean_raw(
     """Clean every raw file not yet cleaned or quarantined under ``options``."""
     config = options.digest()
     raw_records = read_jsonl(layout.raw_manifest)
-    done = {r["raw_path"] for r in current_records(layout.clean_manifest, config)}
+    current = current_records(layout.clean_manifest, config)
+    gone = [r["path"] for r in current if not (layout.clean_dir / r["path"]).is_file()]
+    if gone:  # deleted by hand since the last run: make them again from their raw photos
+        log.warning("%d clean images are gone, cleaning them again: %s", len(gone), gone[:5])
+    done = {r["raw_path"] for r in current if r["path"] not in set(gone)}
     done |= {r["raw_path"] for r in current_records(layout.quarantine_manifest, config)}
     todo = [r for r in raw_records if r["path"] not in done]
     reasons: dict[str, int] = {}
@@ -145,6 +150,7 @@ def clean_raw(
             quarantined += 1
             log.info("quarantined %s: %s", raw["path"], exc)
         else:
+            fault_point("clean", "written")
             append_jsonl(layout.clean_manifest, [{**base, **record}])
             cleaned += 1
         if progress:

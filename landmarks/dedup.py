@@ -32,6 +32,7 @@ from PIL import Image
 
 from landmarks import hamming, hashing, images
 from landmarks import verify as verifier
+from landmarks.manifest import fault_point
 from landmarks.storage import (
     Layout,
     append_jsonl,
@@ -471,6 +472,7 @@ def dedup_clean(
         {**records[k], "phash": hashing.words_to_hex(hashes[k].dihedral[0])} for k in kept
     ]
     write_jsonl(kept_path, kept_records)
+    fault_point("dedup", "kept-written")  # kept.jsonl new, report.json not yet
     report = {
         "input_digest": input_digest,
         "options": options.key(),

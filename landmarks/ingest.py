@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from landmarks import recovery
+from landmarks.manifest import fault_point
 from landmarks.storage import Layout, append_jsonl, read_jsonl, sha256_file
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class RawStore:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
+        recovery.adopt_raw_orphans(layout)  # files a crash left between rename and record
         self.records = read_jsonl(layout.raw_manifest)
         self.known = {(r["class"], r["sha256"]) for r in self.records}
         self.known_urls = {r["url"] for r in self.records if r.get("url")}
@@ -63,8 +66,7 @@ class RawStore:
         dest = self._free_name(class_name, name or src.name)
         tmp = dest.with_name(f".{dest.name}.part")
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-        return self._record(dest, class_name, digest, provenance)
+        return self._commit(tmp, dest, class_name, digest, provenance)
 
     def adopt_file(
         self,
@@ -83,8 +85,19 @@ class RawStore:
             Path(src).unlink(missing_ok=True)
             return None
         dest = self._free_name(class_name, name)
+        return self._commit(src, dest, class_name, digest, provenance)
+
+    def _commit(
+        self, src: Path, dest: Path, class_name: str, digest: str, provenance: dict[str, Any]
+    ) -> dict:
+        """Intent, rename, record: a crash anywhere leaves a state the next open recovers
+        without loss or a second download (see :mod:`landmarks.recovery`)."""
+        intent = recovery.write_intent(self.layout, dest, class_name, digest, provenance)
         os.replace(src, dest)
-        return self._record(dest, class_name, digest, provenance)
+        fault_point("crawl", "renamed")
+        record = self._record(dest, class_name, digest, provenance)
+        intent.unlink(missing_ok=True)
+        return record
 
     def _record(self, dest: Path, class_name: str, digest: str, provenance: dict[str, Any]) -> dict:
         """Append the provenance record of a file now in raw/ and remember it."""

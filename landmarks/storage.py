@@ -26,6 +26,7 @@ from typing import Any
 # read_jsonl and ManifestError live with the manifest reader; re-exported for every stage.
 from landmarks.manifest import (  # noqa: F401
     ManifestError,
+    fault_point,
     read_jsonl,
     scan_jsonl,
     set_aside_torn,
@@ -162,8 +163,14 @@ def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Replace a whole JSONL file atomically (a reader sees the old or the new, never a mix)."""
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
-    atomic_write_text(path, text)
+    path = Path(path)
+    with _naming_errors(path), atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fh.write(text.encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
+        fault_point("jsonl", path.name)  # written in full beside the target, not renamed yet
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from landmarks.manifest import fault_point
 from landmarks.plots import pyplot, save_figure
 from landmarks.storage import atomic_path, atomic_write_json
 
@@ -266,6 +267,7 @@ def train_model(
         keras_tmp = tmp.with_suffix(".keras")
         model.save(keras_tmp)
         keras_tmp.replace(tmp)
+    fault_point("train", "model-saved")  # model.keras in place, no metrics yet
     classes_path = write_classes(run_dir, class_names) if class_names else None
     rows = _read_history(history_path)
     curves = plot_history(history_path, run_dir / "training_curves.png")
