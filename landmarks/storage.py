@@ -148,17 +148,22 @@ def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     if torn_tail and set_aside_torn(path) is None:  # a whole last record, no newline
         with path.open("a", encoding="utf-8") as fh:
             fh.write("\n")
-    data = "".join(lines).encode("utf-8")
-    with _naming_errors(path), path.open("ab") as fh:
-        start = fh.tell()
+    data = memoryview("".join(lines).encode("utf-8"))
+    with _naming_errors(path):
+        # Unbuffered: a failed write must not be retried by a buffer flush after the cut.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        except OSError:
-            with contextlib.suppress(OSError):
-                fh.truncate(start)
-            raise
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
     return len(lines)
 
 
