@@ -1,0 +1,85 @@
+"""A storage damaged on purpose (orphan photo, torn manifest line, missing augmented file,
+clean image deleted by hand): ``verify`` finds each, ``verify --repair`` then a refresh leave
+it consistent with every photo still there, and the refresh says what it found missing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from landmarks.integrity import verify_storage
+from landmarks.storage import Layout, read_jsonl
+from tests.conftest import real_files
+from tests.faults.test_stage_faults import AUG, CLASSES, ok, stages
+
+pytestmark = pytest.mark.slow
+
+
+def damage(storage: Path) -> dict[str, str]:
+    """Break the storage the four ways the acceptance names; returns what was broken."""
+    layout = Layout(storage)
+    orphan = layout.raw_dir / "petra" / "dropped-in-by-hand.jpg"
+    shutil.copyfile(real_files("petra")[-1], orphan)  # a photo no manifest knows
+    with layout.clean_manifest.open("ab") as fh:  # power cut mid-append
+        fh.write(b'{"path": "petra/0123", "class": "pe')
+    chunk_file = sorted(layout.augmented_dir.glob("*/chunk-00000/*.jpg"))[0]
+    chunk_file.unlink()
+    clean_image = layout.clean_dir / read_jsonl(layout.split_manifest)[0]["path"]
+    clean_image.unlink()
+    return {
+        "orphan": orphan.relative_to(storage).as_posix(),
+        "chunk": chunk_file.relative_to(storage).as_posix(),
+        "clean": clean_image.relative_to(storage).as_posix(),
+    }
+
+
+def test_verify_finds_damage_repair_and_refresh_make_it_whole(
+    prefect_harness, tmp_path: Path, real_raw: Path, capfd: pytest.CaptureFixture[str]
+):
+    from tests.conftest import make_subset
+
+    source = make_subset(tmp_path / "source", CLASSES)
+    storage = tmp_path / "storage"
+    stages(storage, source, "augment")
+    ok("augment", "--storage", str(storage), *AUG)
+    assert verify_storage(storage).consistent
+    raw_before = {p.name for p in (storage / "raw").rglob("*.*") if p.parent.name in CLASSES}
+
+    broken = damage(storage)
+    report = verify_storage(storage)
+    found = {(f.kind, f.path.split(":")[0]) for f in report.findings if f.severity == "problem"}
+    assert ("orphan", broken["orphan"]) in found
+    assert ("torn", "clean/manifest.jsonl") in found
+    assert ("missing", broken["chunk"]) in found
+    assert ("missing", broken["clean"]) in found
+    assert not report.consistent
+
+    repaired = verify_storage(storage, repair=True)
+    assert {f.kind for f in repaired.findings if f.repaired} >= {"orphan", "torn"}
+    assert (storage / "clean" / "manifest.jsonl.torn").read_bytes().startswith(b'{"path"')
+
+    from flows.refresh import refresh
+
+    capfd.readouterr()
+    refresh(
+        overrides={
+            "storage_dir": str(storage),
+            "source": str(source),
+            "augment": {"multiplier": 1, "chunk_size": 2, "output_size": 32},
+        }
+    )
+    # The refresh says so (a warning in its log, which Prefect shows in the UI as well).
+    assert "1 clean images are gone, cleaning them again" in capfd.readouterr().err
+
+    final = verify_storage(storage)
+    assert final.consistent, [f for f in final.findings if f.severity == "problem"]
+    raw_after = {p.name for p in (storage / "raw").rglob("*.*") if p.parent.name in CLASSES}
+    assert raw_after == raw_before | {"dropped-in-by-hand.jpg"}  # every photo still there
+    assert (storage / broken["clean"]).is_file()
+    records = read_jsonl(Layout(storage).raw_manifest)
+    assert len(records) == len(raw_after)
+    adopted = [r for r in records if r.get("recovered")]
+    assert [r["path"] for r in adopted] == ["petra/dropped-in-by-hand.jpg"]
+    assert adopted[0]["width"] > 0 and adopted[0]["class"] == "petra"
