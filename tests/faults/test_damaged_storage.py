@@ -12,7 +12,7 @@ import pytest
 from landmarks.integrity import verify_storage
 from landmarks.storage import Layout, read_jsonl
 from tests.conftest import real_files
-from tests.faults.test_stage_faults import AUG, CLASSES, ok, stages
+from tests.faults._stages import AUG, CLASSES, ok, stages
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +36,8 @@ def damage(storage: Path) -> dict[str, str]:
 
 
 def test_verify_finds_damage_repair_and_refresh_make_it_whole(
-    prefect_harness, tmp_path: Path, real_raw: Path, capfd: pytest.CaptureFixture[str]
+    prefect_harness, tmp_path: Path, source: Path, capfd: pytest.CaptureFixture[str]
 ):
-    from tests.conftest import make_subset
-
-    source = make_subset(tmp_path / "source", CLASSES)
     storage = tmp_path / "storage"
     stages(storage, source, "augment")
     ok("augment", "--storage", str(storage), *AUG)
