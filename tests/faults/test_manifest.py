@@ -38,9 +38,7 @@ def test_power_loss_padding_counts_as_the_torn_tail(tmp_path: Path):
 @pytest.mark.parametrize(
     ("bad", "detail"), [("{oops", "Expecting"), ("[1, 2]", "a JSON list, not an object")]
 )
-def test_corruption_before_the_last_line_names_file_and_line(
-    tmp_path: Path, bad: str, detail: str
-):
+def test_corruption_before_the_last_line_names_file_and_line(tmp_path: Path, bad: str, detail: str):
     path = tmp_path / "manifest.jsonl"
     path.write_text(f'{{"a": 1}}\n{bad}\n{{"a": 3}}\n')
     with pytest.raises(ManifestError, match=r"manifest.jsonl:2: corrupt manifest line") as err:
