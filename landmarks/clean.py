@@ -122,8 +122,12 @@ def clean_raw(
     todo = [r for r in raw_records if r["path"] not in done]
     reasons: dict[str, int] = {}
     cleaned = quarantined = 0
+    gone_raw: list[str] = []
     for i, raw in enumerate(todo, start=1):
         raw_path = layout.raw_dir / raw["path"]
+        if not raw_path.is_file():  # deleted by hand: say so, clean the others
+            gone_raw.append(raw["path"])
+            continue
         base = {
             "raw_path": raw["path"],
             "raw_sha256": raw["sha256"],
@@ -155,6 +159,13 @@ def clean_raw(
             cleaned += 1
         if progress:
             progress(i, len(todo))
+    if gone_raw:
+        log.warning(
+            "%d raw photos in raw/manifest.jsonl are gone (deleted by hand?) and were not "
+            "cleaned: %s; restore them, `landmarks verify` lists them",
+            len(gone_raw),
+            gone_raw[:5],
+        )
     total_clean = len(current_records(layout.clean_manifest, config))
     total_quarantined = len(current_records(layout.quarantine_manifest, config))
     log.info("clean: %d cleaned, %d quarantined, %d already done", cleaned, quarantined, len(done))

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from landmarks.storage import Layout, read_json, read_jsonl
 from tests.conftest import REPO_ROOT
 
@@ -81,3 +83,19 @@ def stages(storage: Path, source: Path, upto: str) -> None:
     for stage in order[: order.index(upto)]:
         extra = ["--source", str(source)] if stage == "crawl" else AUG if stage == "augment" else []
         ok(stage, *s, *extra)
+
+
+def make_read_only(folder: Path) -> None:
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return
+    # root writes through permission bits; an immutable folder stops it (ext4, xfs, btrfs).
+    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"running as root and chattr +i is unavailable here: {done.stderr.strip()}")
+
+
+def make_writable(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+    folder.chmod(0o755)

@@ -12,7 +12,7 @@ import pytest
 from landmarks.integrity import verify_storage
 from landmarks.storage import Layout, read_jsonl
 from tests.conftest import real_files
-from tests.faults._stages import AUG, CLASSES, ok, stages
+from tests.faults._stages import AUG, CLASSES, make_read_only, make_writable, ok, stages
 
 pytestmark = pytest.mark.slow
 
@@ -80,3 +80,22 @@ def test_verify_finds_damage_repair_and_refresh_make_it_whole(
     adopted = [r for r in records if r.get("recovered")]
     assert [r["path"] for r in adopted] == ["petra/dropped-in-by-hand.jpg"]
     assert adopted[0]["width"] > 0 and adopted[0]["class"] == "petra"
+
+
+def test_a_refresh_on_a_read_only_storage_fails_before_any_work(
+    prefect_harness, tmp_path: Path, source: Path
+):
+    from flows.refresh import refresh
+
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    make_read_only(storage)
+    try:
+        state = refresh(
+            overrides={"storage_dir": str(storage), "source": str(source)}, return_state=True
+        )
+    finally:
+        make_writable(storage)
+    assert state.is_failed()
+    assert f"storage folder {storage} is not writable" in state.message
+    assert list(storage.iterdir()) == []  # nothing imported, nothing written

@@ -28,6 +28,8 @@ from tests.faults._stages import (
     killed,
     kinds,
     land,
+    make_read_only,
+    make_writable,
     ok,
     stages,
     verify,
@@ -194,31 +196,15 @@ def test_disk_full_mid_append_leaves_no_half_line(tmp_path: Path):
 # ----------------------------------------------------------------------------- read-only
 
 
-def _make_read_only(folder: Path) -> None:
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        return
-    # root writes through permission bits; an immutable folder stops it (ext4, xfs, btrfs).
-    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"running as root and chattr +i is unavailable here: {done.stderr.strip()}")
-
-
-def _make_writable(folder: Path) -> None:
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", str(folder)], check=False)
-    folder.chmod(0o755)
-
-
 def test_read_only_storage_fails_before_any_work(tmp_path: Path, source: Path):
     storage = tmp_path / "storage"
     stages(storage, source, "clean")
     before = sorted(p.relative_to(storage) for p in storage.rglob("*"))
-    _make_read_only(storage)
+    make_read_only(storage)
     try:
         done = land("clean", "--storage", str(storage))
     finally:
-        _make_writable(storage)
+        make_writable(storage)
     assert done.returncode == 2
     assert f"storage folder {storage} is not writable" in done.stderr
     assert "clean:" in done.stderr and "Traceback" not in done.stderr
@@ -270,3 +256,20 @@ def test_report_json_is_written(tmp_path: Path, source: Path):
     done = land("verify", "--storage", str(tmp_path / "nowhere"))
     assert done.returncode == 2 and "no storage folder" in done.stderr
     assert json.loads(json.dumps(report))["consistent"] is True
+
+
+# ----------------------------------------------------------------------------- by hand
+
+
+def test_a_raw_photo_deleted_by_hand_is_named_and_the_rest_cleaned(tmp_path: Path, source: Path):
+    storage = tmp_path / "storage"
+    stages(storage, source, "clean")
+    layout = Layout(storage)
+    gone = read_jsonl(layout.raw_manifest)[0]["path"]
+    (layout.raw_dir / gone).unlink()
+    done = ok("clean", "--storage", str(storage))
+    assert "1 raw photos in raw/manifest.jsonl are gone" in done.stderr and gone in done.stderr
+    cleaned = read_jsonl(layout.clean_manifest) + read_jsonl(layout.quarantine_manifest)
+    assert len(cleaned) == sum(CLASSES.values()) - 1
+    rc, report = verify(storage)
+    assert rc == 1 and kinds(report) == {("raw", "missing")}
