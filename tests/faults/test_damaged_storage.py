@@ -4,6 +4,7 @@ it consistent with every photo still there, and the refresh says what it found m
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def damage(storage: Path) -> dict[str, str]:
 
 
 def test_verify_finds_damage_repair_and_refresh_make_it_whole(
-    prefect_harness, tmp_path: Path, source: Path, capfd: pytest.CaptureFixture[str]
+    prefect_harness, tmp_path: Path, source: Path
 ):
     storage = tmp_path / "storage"
     stages(storage, source, "augment")
@@ -59,16 +60,22 @@ def test_verify_finds_damage_repair_and_refresh_make_it_whole(
 
     from flows.refresh import refresh
 
-    capfd.readouterr()
-    refresh(
-        overrides={
-            "storage_dir": str(storage),
-            "source": str(source),
-            "augment": {"multiplier": 1, "chunk_size": 2, "output_size": 32},
-        }
-    )
-    # The refresh says so (a warning in its log, which Prefect shows in the UI as well).
-    assert "1 clean images are gone, cleaning them again" in capfd.readouterr().err
+    said: list[logging.LogRecord] = []
+    listener = logging.Handler(logging.WARNING)
+    listener.emit = said.append  # type: ignore[method-assign]
+    logging.getLogger("landmarks").addHandler(listener)
+    try:
+        refresh(
+            overrides={
+                "storage_dir": str(storage),
+                "source": str(source),
+                "augment": {"multiplier": 1, "chunk_size": 2, "output_size": 32},
+            }
+        )
+    finally:
+        logging.getLogger("landmarks").removeHandler(listener)
+    # The refresh says so: a warning in its log (shown in the Prefect UI as well).
+    assert any("1 clean images are gone" in r.getMessage() for r in said)
 
     final = verify_storage(storage)
     assert final.consistent, [f for f in final.findings if f.severity == "problem"]
