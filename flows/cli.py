@@ -359,7 +359,7 @@ def crawl(
     from landmarks import ingest
     from landmarks.catalog import load_catalog
     from landmarks.config import CrawlConfig
-    from landmarks.storage import Layout, StorageBusy, exclusive_lock
+    from landmarks.storage import Layout, StorageBusy, StorageNotWritable, exclusive_lock
 
     settings, _ = _settings(config, storage, source, catalog, max_per_class=max_per_class)
     flags = {
@@ -381,8 +381,12 @@ def crawl(
         _fail(str(exc))
     layout = Layout(settings.storage_dir)
     if settings.source != "web":
-        with _bar("import") as bar:
-            imported = ingest.import_folder(Path(settings.source), layout, progress=bar)
+        lock = exclusive_lock(settings.storage_dir, "refresh", "landmarks crawl --source")
+        try:
+            with lock, _bar("import") as bar:
+                imported = ingest.import_folder(Path(settings.source), layout, progress=bar)
+        except (StorageBusy, StorageNotWritable) as exc:
+            _fail(str(exc))
         typer.echo(
             f"{imported.added} new images in {layout.raw_dir} ({imported.skipped_known} known)"
         )

@@ -273,3 +273,11 @@ def test_a_raw_photo_deleted_by_hand_is_named_and_the_rest_cleaned(tmp_path: Pat
     assert len(cleaned) == sum(CLASSES.values()) - 1
     rc, report = verify(storage)
     assert rc == 1 and kinds(report) == {("raw", "missing")}
+
+
+def test_an_import_is_busy_while_a_refresh_holds_the_storage(tmp_path: Path, source: Path):
+    storage = tmp_path / "storage"
+    with exclusive_lock(storage, "refresh"):
+        done = land("crawl", "--storage", str(storage), "--source", str(source))
+    assert done.returncode == 2 and "is busy: a refresh is already running" in done.stderr
+    assert not (storage / "raw").exists()
