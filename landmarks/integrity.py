@@ -34,7 +34,8 @@ from landmarks.storage import Layout, append_jsonl, read_json
 
 PROBLEM, LEFTOVER = "problem", "leftover"
 STAGES = ("raw", "clean", "quarantine", "dedup", "review", "splits", "augmented", "runs")
-_TEMP_FILE = re.compile(r"^\..+\.(tmp|part)$|^\.write-probe-\d+$")
+# atomic_path temps (and Keras' renamed copy of one), downloads and copies in flight, probes
+_TEMP_FILE = re.compile(r"^\..+\.(tmp|part)$|^\..+\.keras\.\w+\.keras$|^\.write-probe-\d+$")
 _AUG_TEMP = re.compile(r"^\.chunk-\d+\.tmp-(\d+)$")
 
 
@@ -192,9 +193,21 @@ class _Checker:
             for p in recovery.raw_files(layout)
             if p.relative_to(layout.raw_dir).as_posix() not in known
         ]
+        intents = sorted(recovery.pending_dir(layout).glob("*.json"))
         adopted = set()
-        if orphans and self.repair and not scan.corrupt:
+        if (orphans or intents) and self.repair and not scan.corrupt:
             adopted = {r["path"] for r in recovery.adopt_raw_orphans(layout)}
+        for intent in intents:
+            report.findings.append(
+                Finding(
+                    "raw",
+                    "intent",
+                    self.rel(intent),
+                    "commit intent of a stopped download or import; the next crawl settles it",
+                    severity=LEFTOVER,
+                    repaired=self.repair and not intent.exists(),
+                )
+            )
         for p in orphans:
             rel = p.relative_to(layout.raw_dir).as_posix()
             report.findings.append(
