@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from landmarks.storage import Layout, read_json, read_jsonl
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, make_subset
 
 CLASSES = {"colosseum": 5, "petra": 5}
 AUG = ["--multiplier", "1", "--chunk-size", "2", "--output-size", "32", "--workers", "1"]
@@ -75,6 +75,12 @@ def assert_consistent(storage: Path) -> None:
     raw = read_jsonl(layout.raw_manifest)
     assert len({r["path"] for r in raw}) == len(raw)
     assert len({(r["class"], r["sha256"]) for r in raw}) == len(raw), "a photo counted twice"
+
+
+@pytest.fixture(name="source")
+def source_fixture(tmp_path: Path, real_raw: Path) -> Path:
+    """A DIR/<class>/<file> tree of a few real photos per class (import it to use it)."""
+    return make_subset(tmp_path / "source", CLASSES)
 
 
 def stages(storage: Path, source: Path, upto: str) -> None:

@@ -13,7 +13,15 @@ import pytest
 from landmarks.integrity import verify_storage
 from landmarks.storage import Layout, read_jsonl
 from tests.conftest import real_files
-from tests.faults._stages import AUG, CLASSES, make_read_only, make_writable, ok, stages
+from tests.faults._stages import (
+    AUG,
+    CLASSES,
+    make_read_only,
+    make_writable,
+    ok,
+    source_fixture,  # noqa: F401  (the `source` fixture)
+    stages,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -31,6 +31,7 @@ from tests.faults._stages import (
     make_read_only,
     make_writable,
     ok,
+    source_fixture,  # noqa: F401  (the `source` fixture)
     stages,
     verify,
 )
