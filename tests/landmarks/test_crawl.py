@@ -7,12 +7,10 @@ they add (a failed class is a visible failure, a table per class and engine) is 
 
 from __future__ import annotations
 
-import logging
 import socket
 from pathlib import Path
 
 import pytest
-import requests
 from conftest import real_files
 from crawl_server import Behaviour, SearchServer
 from PIL import Image
@@ -23,11 +21,9 @@ from landmarks.crawl import (
     CrawlOptions,
     EmptyCrawl,
     NetworkUnavailable,
-    SafeGoogleParser,
     check_network,
     crawl_catalog,
     crawl_class,
-    engine_filters,
     known_urls,
     read_url_list,
     url_log_path,
@@ -92,7 +88,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("engine", ["google", "bing", "baidu"])
+@pytest.mark.parametrize("engine", ["commons", "openverse", "google", "bing", "baidu"])
 def test_a_normal_page_lands_verified_images_with_provenance(
     tmp_path: Path, server: SearchServer, photos: list[Path], engine: str
 ):
@@ -117,27 +113,49 @@ def test_a_normal_page_lands_verified_images_with_provenance(
         with Image.open(photos[i]) as im:
             assert (r["width"], r["height"], r["format"]) == (*im.size, im.format)
         assert path.suffix == {"JPEG": ".jpg", "WEBP": ".webp", "PNG": ".png"}[r["format"]]
+        # Licence fields in every record; the licence-clean sources fill them.
+        assert {"license", "license_url", "author", "page_url"} <= set(r)
+        if engine in ("commons", "openverse"):
+            assert r["license"] == "CC BY-SA 4.0" and r["author"] == "A. Author"
+            assert r["license_url"].startswith("https://creativecommons.org/")
+            assert r["page_url"].startswith("https://")
+        else:
+            assert r["license"] is None and r["author"] is None
     assert_raw_holds_only_whole_images(layout)
     # The type filter reached the engine in its own dialect (Baidu has no "photo" type).
-    page = server.page_requests[0]
-    assert {"google": "itp%3Aphoto", "bing": "filterui:photo-photo", "baidu": "word=Petra"}[
-        engine
-    ] in page
+    page = [p for p in server.page_requests if p != "/baidu/"][0]
+    assert {
+        "commons": "gsrsearch=Petra",
+        "openverse": "category=photograph",
+        "google": "itp%3Aphoto",
+        "bing": "filterui:photo-photo",
+        "baidu": "word=Petra",
+    }[engine] in page
 
 
-def test_google_parser_returns_none_on_an_unknown_page_the_safe_one_an_empty_list(
-    server: SearchServer, caplog: pytest.LogCaptureFixture
+def test_a_block_page_stops_the_engine_for_the_whole_crawl_and_the_next_takes_over(
+    tmp_path: Path, server: SearchServer, photos
 ):
-    from icrawler.builtin.google import GoogleParser
-    from icrawler.utils import Signal
+    # Google's consent page (what the local server sends when it has no results) is a block.
+    names = [server.photo(f"p{i}", photos[i]) for i in range(4)]
+    server.set_results("bing", "Petra", names[:2])
+    server.set_results("bing", "Petra Jordan", names[2:])
+    layout = Layout(tmp_path / "s")
+    opts = options(server, engines=("google", "bing"))
 
-    session = requests.Session()
-    response = session.get(f"{server.endpoints()['google']}/search?q=nothing", timeout=5)
-    upstream = GoogleParser(1, Signal(), session)
-    assert upstream.parse(response) is None  # upstream's behaviour: kills the parser thread
-    with caplog.at_level(logging.WARNING, logger="landmarks.crawl"):
-        assert SafeGoogleParser(1, Signal(), session).parse(response) == []
-    assert "Before you continue to Google" in caplog.text and "cookie-consent" in caplog.text
+    result = crawl_class(landmark("petra", "Petra", "Petra Jordan"), layout, opts, "r-block")
+
+    google_first, google_second = [a for a in result.attempts if a.engine == "google"]
+    assert google_first.status == "blocked" and "consent" in google_first.note
+    assert google_second.status == "blocked" and "not asked" in google_second.note
+    assert result.added == 4 and result.per_engine == {"google": 0, "bing": 4}
+    assert result.blocked["google"].startswith("blocked: ")
+    google_pages = [p for p in server.page_requests if p.startswith("/google/")]
+    assert len(google_pages) == 1  # one request, no retry storm, never asked again
+    # The next class of the same crawl does not ask Google either.
+    server.set_results("bing", "Wadi Rum", [server.photo("rum", photos[4])])
+    crawl_class(landmark("wadi_rum", "Wadi Rum"), layout, opts, "r-block")
+    assert len([p for p in server.page_requests if p.startswith("/google/")]) == 1
 
 
 def test_empty_pages_fail_a_new_class_and_say_what_each_engine_held(
@@ -147,8 +165,8 @@ def test_empty_pages_fail_a_new_class_and_say_what_each_engine_held(
     with pytest.raises(EmptyCrawl) as info:
         crawl_class(landmark(), layout, options(server, engines=("google", "bing")))
     message = str(info.value)
-    assert "google 'Petra': 0 results" in message and "bing 'Petra': 0 results" in message
-    assert "Before you continue to Google" in message and "--engine" in message
+    assert "google 'Petra': BLOCKED, 0 results" in message and "bing 'Petra': 0 results" in message
+    assert "cookie-consent page" in message and "--engine" in message
     assert [a.engine for a in info.value.result.attempts] == ["google", "bing"]
     assert raw_images(layout) == []
 
@@ -297,20 +315,35 @@ def test_a_url_list_is_fetched_first_with_ranks(tmp_path: Path, server: SearchSe
         read_url_list(bad)
 
 
-def test_engine_filters_are_given_only_to_engines_that_have_them():
-    opts = CrawlOptions(type_filter="photo", size_filter="large", license_filter="commercial")
-    assert engine_filters("google", opts) == {
-        "type": "photo",
-        "size": "large",
-        "license": "commercial",
+def test_license_open_keeps_only_cc_and_public_domain_and_skips_unlicensed_engines(
+    tmp_path: Path, server: SearchServer, photos
+):
+    names = [server.photo(f"p{i}", photos[i]) for i in range(4)]
+    server.licenses["p1"] = ("CC BY-NC 2.0", "https://creativecommons.org/licenses/by-nc/2.0/", "B")
+    server.licenses["p2"] = ("No restrictions", "https://www.flickr.com/commons/usage/", "C")
+    server.licenses["p3"] = ("Public domain", "", "D")
+    server.set_results("commons", "Petra", names)
+    server.set_results("bing", "Petra", names)
+    layout = Layout(tmp_path / "s")
+
+    opts = options(server, engines=("commons", "bing"), license_filter="open")
+    result = crawl_class(landmark(), layout, opts)
+
+    held = {r["url"]: r["license"] for r in read_jsonl(layout.raw_manifest)}
+    assert held == {
+        server.url("p0"): "CC BY-SA 4.0",
+        server.url("p1"): "CC BY-NC 2.0",
+        server.url("p3"): "Public domain",
     }
-    assert engine_filters("bing", opts) == {
-        "type": "photo",
-        "size": "large",
-        "license": "commercial",
-    }
-    assert engine_filters("baidu", opts) == {"size": "large"}  # no photo type, no licence
-    assert engine_filters("bing", CrawlOptions(size_filter="icon")) == {"type": "photo"}
+    bing = [a for a in result.attempts if a.engine == "bing"][0]
+    assert bing.status == "skipped" and "no licence per image" in bing.note
+    assert not [p for p in server.page_requests if p.startswith("/bing/")]
+
+    commercial = options(server, engines=("commons",), license_filter="commercial")
+    layout2 = Layout(tmp_path / "s2")
+    crawl_class(landmark(), layout2, commercial)
+    kept = {r["license"] for r in read_jsonl(layout2.raw_manifest)}
+    assert kept == {"CC BY-SA 4.0", "Public domain"}
 
 
 def test_the_network_check_uses_the_endpoints_and_fails_fast(server: SearchServer):

@@ -1,0 +1,142 @@
+"""Google Images: ``/search?tbm=isch`` result pages, and Google's block pages named as blocks.
+
+Since 2025 Google answers most scripts with pages that hold no results, each with HTTP 200:
+
+* the "enablejs" shell: a page whose ``<noscript>`` refreshes to ``/httpservice/retry/enablejs``;
+* the ``/sorry/`` reCAPTCHA page ("unusual traffic from your computer network"), often with 429;
+* the EU cookie-consent page (``consent.google.com``, "Before you continue to Google").
+
+All of these are *blocked*, never "no results". Where Google does serve results, two layouts
+are read: the 2020 ``AF_initDataCallback`` data (``[thumbnail, h, w], [full-size, h, w]``
+pairs; the page in entry ``"2003"``), and the older async chunks with ``rg_meta`` JSON (``ou``
+full-size, ``ru`` page, ``ow``/``oh`` size). The basic-HTML layout's ``/imgres?imgurl=`` links
+are read too.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from icrawler.builtin.google import GoogleFeeder as _IcrawlerGoogleFeeder
+
+from landmarks.crawl.blocks import Blocked
+from landmarks.crawl.framework import Engine, EngineFeeder, EngineParser, Page, candidate
+from landmarks.crawl.options import BLOCKED, THROTTLED
+
+PAGE_SIZE = 100
+_PAIR = re.compile(
+    r'\[\d+,\[\d+,"([^"]+)",\["(https?://[^"]+)",(\d+),(\d+)\]\s*,'
+    r'\["(https?://[^"]+)",(\d+),(\d+)\]'
+)
+_PAGE_OF = re.compile(r'"2003":\[null,"([^"]+)","(https?://[^"]+)"')
+_RG_META = re.compile(r'<div class="rg_meta[^"]*">(\{.*?\})</div>', re.S)
+_IMGRES = re.compile(r'/imgres\?([^"\'\s>]+)')
+
+
+def _unescape(url: str) -> str:
+    """JavaScript string escapes Google uses in URLs (``\\u003d`` for '=', ``\\u0026``...)."""
+    return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), url)
+
+
+def google_block(text: str, status: int, url: str) -> None:
+    """Raise :class:`Blocked` on Google's block pages (see the module docstring)."""
+    lowered = text.lower()
+    path = urlsplit(url).path
+    if path.startswith("/sorry") or "captcha-form" in lowered or "unusual traffic" in lowered:
+        state = THROTTLED if status == 429 else BLOCKED
+        raise Blocked(state, f"Google /sorry/ captcha page (HTTP {status}): unusual traffic")
+    if "/httpservice/retry/enablejs" in lowered:
+        raise Blocked(BLOCKED, f"Google enablejs shell (HTTP {status}): results need JavaScript")
+    if "consent.google." in urlsplit(url).netloc or (
+        "before you continue to google" in lowered and "af_initdatacallback" not in lowered
+    ):
+        raise Blocked(BLOCKED, f"Google cookie-consent page (HTTP {status}): 'Before you continue'")
+
+
+class GoogleEngine(Engine):
+    name = "google"
+
+    def page_urls(self, query: str, max_num: int) -> Iterator[str]:
+        filters = _IcrawlerGoogleFeeder.get_filter(None)
+        wanted = {"type": self.options.type_filter, "size": self.options.size_filter}
+        tbs = []
+        for key, value in wanted.items():
+            if value is None or key not in filters.rules:
+                continue
+            fmt, choices = filters.rules[key]
+            if isinstance(choices, list) and value not in choices:
+                continue
+            try:
+                tbs.append(fmt(value))
+            except (ValueError, KeyError, AssertionError):
+                continue
+        hl = self.options.market.split("-")[0]
+        for start in range(0, max_num, PAGE_SIZE):
+            params = {
+                "q": query,
+                "tbm": "isch",
+                "ijn": start // PAGE_SIZE,
+                "start": start,
+                "hl": hl,
+                "tbs": ",".join(tbs),
+            }
+            yield f"{self.base}/search?{urlencode(params)}"
+
+    def detect_block(self, text: str, status: int, url: str) -> None:
+        google_block(text, status, url)
+
+    def parse(self, text: str, url: str) -> Page:
+        return parse_google(text)
+
+
+def parse_google(text: str) -> Page:
+    """Full-size candidates from a Google Images page (any layout above), without repeats."""
+    out: list[dict] = []
+    seen: set[str] = set()
+
+    def add(url: str, **meta) -> None:
+        url = _unescape(url)
+        if url not in seen:
+            seen.add(url)
+            out.append(candidate(url, **meta))
+
+    for m in _PAIR.finditer(text):
+        full, height, width = m.group(5), m.group(6), m.group(7)
+        # The result's page sits in its "2003" entry, a little after the image pair.
+        page = _PAGE_OF.search(text, m.end(), m.end() + 4000)
+        add(full, page_url=_unescape(page.group(2)) if page else None, width=width, height=height)
+    for m in _RG_META.finditer(text):
+        try:
+            meta = json.loads(m.group(1))
+        except ValueError:
+            continue
+        if meta.get("ou"):
+            add(
+                meta["ou"],
+                page_url=meta.get("ru"),
+                width=meta.get("ow"),
+                height=meta.get("oh"),
+                title=meta.get("pt"),
+            )
+    for m in _IMGRES.finditer(text):
+        params = {k: v[0] for k, v in parse_qs(html.unescape(m.group(1))).items()}
+        if params.get("imgurl"):
+            add(
+                params["imgurl"],
+                page_url=params.get("imgrefurl"),
+                width=params.get("w"),
+                height=params.get("h"),
+            )
+    return Page(out)
+
+
+class GoogleFeeder(EngineFeeder):
+    """Google Images result pages, 100 a page."""
+
+
+class GoogleParser(EngineParser):
+    """Reads Google's layouts; names its block pages."""
