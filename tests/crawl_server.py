@@ -69,6 +69,8 @@ class SearchServer:
         self.licenses: dict[str, tuple[str, str, str]] = {}  # image name -> (licence, url, author)
         self.hits: Counter[str] = Counter()
         self.page_requests: list[str] = []
+        self.agents: dict[str, set[str]] = {}  # path prefix (engine or "img") -> User-Agents
+        self.page_size = dict(PAGE_SIZE)
         self.image_latency_s = image_latency_s
         self._lock = threading.Lock()
         self._bytes: dict[Path, tuple[bytes, str]] = {}
@@ -157,6 +159,8 @@ class SearchServer:
         with self._lock:
             self.hits[parts.path] += 1
             count = self.hits[parts.path]
+            prefix = parts.path.strip("/").split("/")[0]
+            self.agents.setdefault(prefix, set()).add(h.headers.get("User-Agent", ""))
         if parts.path.startswith("/img/"):
             self._image(h, parts.path[len("/img/") : -len(".jpg")], count)
             return
@@ -215,7 +219,9 @@ class SearchServer:
     def _page(self, engine: str, query: str, start: int, size: int | None = None) -> list[str]:
         if engine in self.empty_engines:
             return []
-        return self.results.get((engine, query), [])[start : start + (size or PAGE_SIZE[engine])]
+        return self.results.get((engine, query), [])[
+            start : start + (size or self.page_size[engine])
+        ]
 
     def _credit(self, name: str) -> tuple[str, str, str]:
         return self.licenses.get(
@@ -254,8 +260,8 @@ class SearchServer:
             )
         answer: dict = {"batchcomplete": True, "query": {"pages": pages}}
         total = len(self.results.get(("commons", key), []))
-        if start + PAGE_SIZE["commons"] < total:
-            cont = str(start + PAGE_SIZE["commons"])
+        if start + self.page_size["commons"] < total:
+            cont = str(start + self.page_size["commons"])
             answer["continue"] = {"gcmcontinue": cont, "continue": "gcmcontinue||"}
         return json.dumps(answer).encode()
 

@@ -526,3 +526,112 @@ def test_cli_crawl_help_documents_engines_queries_limits_and_increments():
         "--url-list",
     ]:
         assert word in text, word
+
+
+def test_the_default_catalog_names_commons_categories_wikidata_items_and_local_queries():
+    from landmarks.catalog import load_catalog
+    from landmarks.crawl import make_engine
+
+    catalog = load_catalog()
+    assert len(catalog) == 17
+    for lm in catalog:
+        assert lm.commons_category and not lm.commons_category.startswith("Category:")
+        assert lm.wikidata == "" or lm.wikidata[0] == "Q" and lm.wikidata[1:].isdigit()
+        # Queries in the local language(s), not only English.
+        assert any(not q.isascii() for q in lm.queries) or lm.local.isascii(), lm.name
+        commons = make_engine("commons", CrawlOptions()).queries(lm)
+        assert commons[0] == f"Category:{lm.commons_category}"
+        if lm.wikidata:
+            assert commons[1] == f"haswbstatement:P180={lm.wikidata}"
+    eiffel = next(lm for lm in catalog if lm.name == "eiffel_tower")
+    assert (eiffel.commons_category, eiffel.wikidata) == ("Eiffel Tower", "Q243")
+
+
+def test_commons_recurses_into_subcategories_skips_excluded_ones_and_pages_through_continue(
+    tmp_path: Path, server: SearchServer, photos
+):
+    names = [server.photo(f"c{i}", photos[i]) for i in range(12)]
+    server.page_size["commons"] = 4  # 11 files: three pages joined through `continue`
+    server.set_results("commons", "Category:Petra", names[:11])
+    server.subcategories["Category:Petra"] = ["Category:Al-Khazneh", "Category:Interior of Petra"]
+    server.set_results("commons", "Category:Al-Khazneh", names[11:])
+    server.set_results("commons", "Category:Interior of Petra", [server.photo("x", photos[12])])
+    server.subcategories["Category:Al-Khazneh"] = ["Category:Too deep"]
+    server.set_results("commons", "Category:Too deep", [server.photo("deep", photos[13])])
+    layout = Layout(tmp_path / "s")
+    lm = Landmark("petra", "Jordan", "Petra", "البتراء", ("Petra",), commons_category="Petra")
+
+    result = crawl_class(lm, layout, options(server, engines=("commons",), commons_depth=1))
+
+    held = {r["url"] for r in read_jsonl(layout.raw_manifest)}
+    assert held == {server.url(n) for n in names}  # not the interior, not below depth 1
+    assert result.attempts[0].query == "Category:Petra"
+    asked = [p for p in server.page_requests if p.startswith("/commons/")]
+    assert all("maxlag=5" in p and "iiurlwidth=1280" in p for p in asked)
+    assert not [p for p in asked if "Interior" in p or "Too+deep" in p]
+    assert len([p for p in asked if "gcmcontinue=" in p]) == 2
+    # Wikimedia's rule: a descriptive User-Agent, for the API and the downloads alike.
+    assert server.agents["commons"] == server.agents["img"] == {CrawlOptions().user_agent}
+
+
+def test_attribution_lists_licence_author_and_page_of_every_image_of_a_dataset_version(
+    tmp_path: Path, server: SearchServer, photos
+):
+    import csv
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    storage = tmp_path / "s"
+    names = [server.photo(f"a{i}", photos[i]) for i in range(12)]
+    server.licenses["a3"] = ("Public domain", "", "Anonymous")
+    server.set_results("commons", "Petra", names[:6])
+    server.set_results("openverse", "Atlantis", names[6:])
+    config = tmp_path / "crawl.toml"
+    config.write_text(
+        "[crawl]\nrequest_delay_s = 0\nmin_size = 32\nmax_retries = 0\n"
+        + "".join(f"endpoints.{e} = '{u}'\n" for e, u in server.endpoints().items())
+    )
+    common = ["--config", str(config), "--storage", str(storage)]
+    crawled = runner.invoke(
+        app,
+        [
+            "crawl",
+            *common,
+            "--catalog",
+            str(_catalog(tmp_path)),
+            "-e",
+            "commons",
+            "-e",
+            "openverse",
+        ],
+    )
+    assert crawled.exit_code == 0, crawled.output
+    for stage in ("clean", "dedup", "split"):
+        done = runner.invoke(app, [stage, *common])
+        assert done.exit_code == 0, done.output
+
+    made = runner.invoke(app, ["attribution", *common])
+
+    assert made.exit_code == 0, made.output
+    from landmarks.split import dataset_version
+
+    folder = storage / "attribution" / dataset_version(Layout(storage).split_manifest)
+    rows = list(csv.DictReader((folder / "credits.csv").open(encoding="utf-8")))
+    split = read_jsonl(Layout(storage).split_manifest)
+    assert len(rows) == len(split) >= 10 and {r["class"] for r in rows} == {"petra", "atlantis"}
+    assert all(r["license"] and r["author"] and r["page_url"].startswith("https://") for r in rows)
+    assert {r["source"] for r in rows} == {"commons", "openverse"}
+    pd = [r for r in rows if r["image_url"] == server.url("a3")]
+    assert pd and pd[0]["license"] == "Public domain" and pd[0]["license_url"] == ""
+    page = (folder / "credits.html").read_text(encoding="utf-8")
+    assert "CC BY-SA 4.0" in page and "<table" in page and "A. Author" in page
+
+    run_dir = storage / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    for_run = runner.invoke(app, ["attribution", *common, "--run", "r1"])
+    assert for_run.exit_code == 0, for_run.output
+    run_rows = list(csv.DictReader((run_dir / "credits.csv").open(encoding="utf-8")))
+    assert {r["split"] for r in run_rows} == {"train"} and len(run_rows) < len(rows)
+    missing = runner.invoke(app, ["attribution", *common, "--run", "nope"])
+    assert missing.exit_code == 2 and "no run 'nope'" in missing.output
