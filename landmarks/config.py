@@ -112,6 +112,12 @@ class CrawlConfig(BaseModel):
     openverse_max_results: int = Field(
         default=240, ge=1, le=240, description="Openverse results per query (anonymous: 240)."
     )
+    openverse_requests_per_min: float = Field(
+        default=20.0, ge=0, description="Openverse requests a minute (anonymous: 20; 0: unpaced)."
+    )
+    openverse_requests_per_day: int = Field(
+        default=200, ge=0, description="Openverse requests a day (anonymous: 200; 0: no budget)."
+    )
 
 
 class CleanConfig(BaseModel):

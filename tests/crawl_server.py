@@ -70,6 +70,7 @@ class SearchServer:
         self.hits: Counter[str] = Counter()
         self.page_requests: list[str] = []
         self.agents: dict[str, set[str]] = {}  # path prefix (engine or "img") -> User-Agents
+        self.languages: dict[str, set[str]] = {}  # path prefix -> Accept-Language headers
         self.page_size = dict(PAGE_SIZE)
         self.image_latency_s = image_latency_s
         self._lock = threading.Lock()
@@ -161,6 +162,7 @@ class SearchServer:
             count = self.hits[parts.path]
             prefix = parts.path.strip("/").split("/")[0]
             self.agents.setdefault(prefix, set()).add(h.headers.get("User-Agent", ""))
+            self.languages.setdefault(prefix, set()).add(h.headers.get("Accept-Language", ""))
         if parts.path.startswith("/img/"):
             self._image(h, parts.path[len("/img/") : -len(".jpg")], count)
             return

@@ -12,6 +12,7 @@ import os
 import queue
 import random
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -199,9 +200,20 @@ class AtomicDownloader(ImageDownloader):
     """icrawler downloader that never writes into raw/ directly: each image is fetched into a
     staging file, verified and handed to the class run, which renames it into raw/."""
 
-    def __init__(self, thread_num, signal, session, storage, attempt: Attempt):
+    def __init__(
+        self,
+        thread_num,
+        signal,
+        session,
+        storage,
+        attempt: Attempt,
+        slots: threading.BoundedSemaphore | None = None,
+    ):
         super().__init__(thread_num, signal, session, storage)
         self.attempt = attempt
+        # A source whose hosts take few parallel downloads (Commons: 2) shares these slots
+        # with every other class crawled in this process.
+        self.slots = slots or threading.BoundedSemaphore(max(1, thread_num))
         # Our own session: the crawler's records page errors for the report.
         self.http = requests.Session()
         self.http.headers.update(session.headers)
@@ -240,13 +252,14 @@ class AtomicDownloader(ImageDownloader):
         url = task["file_url"]
         if not self.attempt.claim(url):
             return False
-        outcome = download_image(
-            self.http,
-            url,
-            self.attempt.run.staging_dir,
-            self.attempt.options,
-            stop=lambda: bool(self.signal.get("reach_max_num")),
-        )
+        with self.slots:
+            outcome = download_image(
+                self.http,
+                url,
+                self.attempt.run.staging_dir,
+                self.attempt.options,
+                stop=lambda: bool(self.signal.get("reach_max_num")),
+            )
         if isinstance(outcome, Rejected):
             self.attempt.reject(url, outcome)
             return False

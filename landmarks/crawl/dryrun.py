@@ -57,6 +57,7 @@ def _query_candidates(
         pending = [first]
         while pending:
             url = pending.pop(0)
+            engine.pace()
             try:
                 response = fetch(session, url, engine.options)
             except requests.RequestException as exc:

@@ -29,7 +29,7 @@ from landmarks.catalog import Landmark
 from landmarks.crawl import licenses
 from landmarks.crawl.blocks import Blocked, check_status, describe_page, retry_after
 from landmarks.crawl.download import RETRY_STATUSES, backoff
-from landmarks.crawl.options import BROWSER_USER_AGENT, CrawlOptions
+from landmarks.crawl.options import BROWSER_USER_AGENT, THROTTLED, CrawlOptions
 from landmarks.crawl.state import Attempt
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,41 @@ def queries_for(landmark: Landmark) -> list[str]:
     return out
 
 
+class _Pacer:
+    """Request slots per engine: at most ``per_min`` a minute, ``per_day`` a day (UTC)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+        self._day: dict[str, tuple[str, int]] = {}
+
+    def wait(self, engine: str, per_min: float, per_day: int) -> None:
+        if per_day:
+            today = time.strftime("%Y-%m-%d", time.gmtime())
+            with self._lock:
+                day, used = self._day.get(engine, (today, 0))
+                used = used if day == today else 0
+                if used >= per_day:
+                    name = engine.split()[0]
+                    raise Blocked(
+                        THROTTLED, f"{name}: the {per_day} requests a day allowed are used up"
+                    )
+                self._day[engine] = (today, used + 1)
+        if per_min <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next.get(engine, now))
+            self._next[engine] = start + 60.0 / per_min
+        if start > now:
+            time.sleep(start - now)
+
+
+_PACER = _Pacer()
+_SLOTS: dict[str, threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
 class Engine:
     """One source: its requests and how to read its answers. Subclasses set ``name`` and
     implement :meth:`page_urls` and :meth:`parse`."""
@@ -98,7 +133,9 @@ class Engine:
     name = ""
     browser = True  # a browser User-Agent (search pages) or the descriptive one (APIs)
     licensed = False  # gives a licence per image
-    max_downloads = 32  # parallel image downloads this source's hosts accept
+    max_downloads = 32  # parallel image downloads this source's hosts accept, per process
+    requests_per_min: float = 0.0  # 0: no pacing beyond request_delay_s
+    requests_per_day: int = 0  # 0: no daily budget
 
     def __init__(self, options: CrawlOptions) -> None:
         self.options = options
@@ -110,6 +147,17 @@ class Engine:
 
     def queries(self, landmark: Landmark) -> list[str]:
         return queries_for(landmark)
+
+    def pace(self) -> None:
+        """Wait for this engine's next request slot (shared by every thread of the process)
+        and count it against its daily budget; a spent budget is *throttled*."""
+        _PACER.wait(f"{self.name} {self.base}", self.requests_per_min, self.requests_per_day)
+
+    def download_slots(self) -> threading.BoundedSemaphore:
+        """Parallel downloads from this source's hosts, across all classes of the process."""
+        with _SLOTS_LOCK:
+            key = f"{self.name} {self.base}"
+            return _SLOTS.setdefault(key, threading.BoundedSemaphore(self.max_downloads))
 
     def warm_up(self, session: Any, query: str) -> None:
         """Requests a source needs before its result pages (cookies, a token)."""
@@ -249,7 +297,12 @@ class EngineParser(Parser):
         while pending and not _stopped(self.signal):
             page_url = pending.pop(0)
             try:
+                self.engine.pace()
                 response = fetch(self.session, page_url, self.engine.options)
+            except Blocked as block:
+                self.attempt.blocked(block)
+                self._run_dry()
+                return
             except requests.RequestException as exc:
                 self.attempt.page_error(
                     page_url, f"result page failed: {type(exc).__name__}: {exc}"

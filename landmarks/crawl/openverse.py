@@ -57,6 +57,11 @@ class OpenverseEngine(Engine):
     browser = False
     licensed = True
 
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        self.requests_per_min = options.openverse_requests_per_min
+        self.requests_per_day = options.openverse_requests_per_day
+
     def page_urls(self, query: str, max_num: int) -> Iterator[str]:
         size = max(1, min(20, self.options.openverse_page_size))
         limit = min(max_num, self.options.openverse_max_results, 240)

@@ -75,7 +75,8 @@ class CrawlOptions:
         "videos",
         "audio",
     )
-    commons_downloads: int = 2  # Wikimedia's rule for the upload host
+    openverse_requests_per_min: float = 20.0  # anonymous callers
+    openverse_requests_per_day: int = 200  # anonymous callers
     maxlag_s: int = 5
     openverse_page_size: int = 20  # anonymous callers: at most 20
     openverse_max_results: int = 240  # anonymous callers: at most 240 per query

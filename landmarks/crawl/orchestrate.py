@@ -69,6 +69,7 @@ def run_attempt(
         parts_args: dict[str, Any] = {"attempt": attempt}
         feeder_kwargs: dict[str, Any] = {"url_list": urls or []}
         headers: dict[str, str] = {}
+        slots = None
     else:
         engine = make_engine(engine_name, options)
         _, feeder_cls, parser_cls = SOURCES[engine_name]
@@ -77,6 +78,7 @@ def run_attempt(
         feeder_kwargs = {"query": query, "max_num": min(1000, wanted * 2 + len(run.known))}
         threads = max(1, min(threads, engine.max_downloads))
         headers = engine.headers()
+        slots = engine.download_slots()
     crawler = EngineCrawler(
         feeder_cls=feeder_cls,
         parser_cls=parser_cls,
@@ -85,7 +87,7 @@ def run_attempt(
         storage={"backend": "FileSystem", "root_dir": str(run.staging_dir)},
         extra_feeder_args=parts_args,
         extra_parser_args=parts_args,
-        extra_downloader_args={"attempt": attempt},
+        extra_downloader_args={"attempt": attempt, "slots": slots},
     )
     crawler.session.headers.update(headers)
     if hasattr(crawler.downloader, "http"):

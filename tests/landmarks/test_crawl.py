@@ -65,6 +65,7 @@ def options(server: SearchServer, **kw) -> CrawlOptions:
         max_retries=1,
         backoff_s=0.05,
         endpoints=tuple(server.endpoints().items()),
+        openverse_requests_per_min=0.0,  # the pacing has its own test
     )
     values.update(kw)
     return CrawlOptions(**values)
@@ -131,6 +132,10 @@ def test_a_normal_page_lands_verified_images_with_provenance(
         "bing": "filterui:photo-photo",
         "baidu": "word=Petra",
     }[engine] in page
+    # The market is asked for, not guessed from the client (icrawler sends zh-CN).
+    assert server.languages[engine] == {"en-US,en;q=0.8"}
+    if engine == "bing":
+        assert "mkt=en-US" in page and "count=35" in page
 
 
 def test_a_block_page_stops_the_engine_for_the_whole_crawl_and_the_next_takes_over(
@@ -590,6 +595,7 @@ def test_attribution_lists_licence_author_and_page_of_every_image_of_a_dataset_v
     config = tmp_path / "crawl.toml"
     config.write_text(
         "[crawl]\nrequest_delay_s = 0\nmin_size = 32\nmax_retries = 0\n"
+        "openverse_requests_per_min = 0\n"
         + "".join(f"endpoints.{e} = '{u}'\n" for e, u in server.endpoints().items())
     )
     common = ["--config", str(config), "--storage", str(storage)]
@@ -635,3 +641,29 @@ def test_attribution_lists_licence_author_and_page_of_every_image_of_a_dataset_v
     assert {r["split"] for r in run_rows} == {"train"} and len(run_rows) < len(rows)
     missing = runner.invoke(app, ["attribution", *common, "--run", "nope"])
     assert missing.exit_code == 2 and "no run 'nope'" in missing.output
+
+
+def test_openverse_is_paced_to_its_anonymous_limits_and_throttled_when_the_day_is_spent(
+    server: SearchServer,
+):
+    import time
+
+    from landmarks.crawl import Blocked, make_engine
+
+    engine = make_engine(
+        "openverse",
+        CrawlOptions(
+            endpoints=tuple(server.endpoints().items()),
+            openverse_requests_per_min=600.0,  # one request each 0.1 s
+            openverse_requests_per_day=3,
+        ),
+    )
+    urls = list(engine.page_urls("Petra", 1000))
+    assert len(urls) == 12 and all("page_size=20" in u for u in urls)  # 240 results at most
+    start = time.monotonic()
+    for _ in range(3):
+        engine.pace()
+    assert time.monotonic() - start >= 0.18
+    with pytest.raises(Blocked) as info:
+        engine.pace()
+    assert info.value.status == "throttled" and "200" not in info.value.reason

@@ -159,6 +159,7 @@ def _dry_run(tmp_path: Path, server: SearchServer, engine: str) -> dict:
     config = tmp_path / "crawl.toml"
     config.write_text(
         "[crawl]\nrequest_delay_s = 0\nmax_retries = 0\ntimeout_s = 5\n"
+        "openverse_requests_per_min = 0\n"
         + "".join(f"endpoints.{e} = '{u}'\n" for e, u in server.endpoints().items())
     )
     out = tmp_path / "dry.json"
@@ -244,6 +245,7 @@ def test_dry_run_names_an_unreachable_engine_an_error_and_asks_the_next(tmp_path
             request_delay_s=0.0,
             max_retries=0,
             timeout_s=5.0,
+            openverse_requests_per_min=0.0,
         )
         answer = dry_run([Landmark("cats", "", "cats", "cats", ("cats",))], options)
     assert answer["engines"]["openverse"]["status"] == "error"
