@@ -451,6 +451,7 @@ def test_refresh_flow_fails_visibly_for_an_empty_class_while_others_carry_on(
             return sorted(found, key=lambda a: a.created)[-1]
 
         summary = json.loads(latest("crawl-per-class").data)
+        engines = json.loads(latest("crawl-engines").data)
         per_class = latest("crawl-petra")
         progress = latest("crawl-progress-petra")
         flow_run = client.read_flow_runs(
@@ -469,6 +470,7 @@ def test_refresh_flow_fails_visibly_for_an_empty_class_while_others_carry_on(
         "atlantis": (0, "FAILED: no images"),
     }
     assert json.loads(per_class.data)[0]["new"] == 4
+    assert [(e["engine"], e["status"], e["new"]) for e in engines] == [("bing", "ok", 4)]
     assert progress.type == "progress" and float(progress.data) == 100.0
 
 
@@ -510,6 +512,13 @@ def test_cli_crawl_is_incremental_and_fails_for_an_empty_class(
     assert both.exit_code == 1
     assert "no image at all for atlantis" in both.output
     assert all(server.image_hits(f"p{i}") == 1 for i in range(3))
+    # A block is named on the console, with what it was, and the next engine takes over.
+    server.set_results("bing", "Petra", [server.photo("p3", photos[3])])
+    google_first = [*(("google" if a == "bing" else a) for a in args), "--engine", "bing"]
+    blocked = runner.invoke(app, [*google_first, "--class", "petra"])
+    assert blocked.exit_code == 0, blocked.output
+    assert "google was blocked: Google cookie-consent page" in blocked.output
+    assert "1 new images" in blocked.output
 
 
 def test_cli_crawl_help_documents_engines_queries_limits_and_increments():
