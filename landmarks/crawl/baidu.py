@@ -75,7 +75,7 @@ class BaiduEngine(Engine):
 
 def parse_baidu(text: str) -> Page:
     data = json.loads(text.replace("\\'", "'"), strict=False)
-    out, seen = [], set()
+    out = []
     for item in data.get("data") or []:
         if not isinstance(item, dict) or not item:
             continue
@@ -90,9 +90,6 @@ def parse_baidu(text: str) -> Page:
             page = decode_obj_url(page) if page and page.startswith("ippr_") else page
         else:
             url, page = item.get("hoverURL"), None
-        if not url or url in seen:
-            continue
-        seen.add(url)
         out.append(
             candidate(
                 url,
@@ -102,7 +99,7 @@ def parse_baidu(text: str) -> Page:
                 title=item.get("fromPageTitleEnc"),
             )
         )
-    return Page(out)
+    return Page.unique(out)
 
 
 class BaiduFeeder(EngineFeeder):

@@ -17,27 +17,22 @@ from bs4 import BeautifulSoup
 from icrawler.builtin.bing import BingFeeder as _IcrawlerBingFeeder
 
 from landmarks.crawl.blocks import Blocked
-from landmarks.crawl.framework import Engine, EngineFeeder, EngineParser, Page, candidate
+from landmarks.crawl.framework import (
+    Engine,
+    EngineFeeder,
+    EngineParser,
+    Page,
+    candidate,
+    icrawler_filters,
+)
 from landmarks.crawl.options import BLOCKED
 
 PAGE_SIZE = 35
 
 
 def bing_filters(options) -> str:
-    """The ``qft`` string for the type/size filters Bing understands (icrawler's table)."""
-    rules = _IcrawlerBingFeeder.get_filter(None).rules  # uses no instance state
-    parts = []
-    for name, value in (("type", options.type_filter), ("size", options.size_filter)):
-        if value is None or name not in rules:
-            continue
-        format_fn, choices = rules[name]
-        if isinstance(choices, list) and value not in choices:
-            continue
-        try:
-            parts.append(format_fn(value))
-        except (ValueError, KeyError, AssertionError):
-            continue
-    return "".join(parts)
+    """The ``qft`` string for the type/size filters Bing understands."""
+    return "".join(icrawler_filters(_IcrawlerBingFeeder, options))
 
 
 class BingEngine(Engine):
@@ -65,7 +60,7 @@ class BingEngine(Engine):
 def parse_bing(text: str) -> Page:
     """Candidates from a Bing result page (``a.iusc`` tiles), in page order, without repeats."""
     soup = BeautifulSoup(text, "lxml")
-    out, seen = [], set()
+    out = []
     for tile in soup.select("a.iusc"):
         try:
             meta = json.loads(str(tile.get("m") or ""))
@@ -74,9 +69,6 @@ def parse_bing(text: str) -> Page:
         if not isinstance(meta, dict):
             continue
         image = meta.get("murl") or meta.get("turl")
-        if not image or image in seen:
-            continue
-        seen.add(image)
         size = {k: v[0] for k, v in parse_qs(urlsplit(str(tile.get("href") or "")).query).items()}
         out.append(
             candidate(
@@ -87,7 +79,7 @@ def parse_bing(text: str) -> Page:
                 height=size.get("exph"),
             )
         )
-    return Page(out)
+    return Page.unique(out)
 
 
 class BingFeeder(EngineFeeder):

@@ -65,7 +65,7 @@ def parse_commons(data: dict, thumb_width: int = 1280) -> Page:
     ``file_url`` is the ``thumb_width`` thumbnail when the API gave one at least that wide
     (smaller originals come whole), else the original.
     """
-    out, seen = [], set()
+    out = []
     for page in _pages(data):
         info = (page.get("imageinfo") or [None])[0]
         if not isinstance(info, dict) or not info.get("url"):
@@ -76,9 +76,6 @@ def parse_commons(data: dict, thumb_width: int = 1280) -> Page:
         thumb = info.get("thumburl")
         wide_thumb = thumb and int(info.get("thumbwidth") or 0) >= thumb_width
         url = str(thumb if wide_thumb else info["url"])
-        if url in seen:
-            continue
-        seen.add(url)
         width, height = (
             (info.get("thumbwidth"), info.get("thumbheight"))
             if wide_thumb
@@ -96,7 +93,7 @@ def parse_commons(data: dict, thumb_width: int = 1280) -> Page:
                 title=page.get("title"),
             )
         )
-    return Page(out)
+    return Page.unique(out)
 
 
 def commons_block(data: Any, status: int) -> None:

@@ -35,22 +35,16 @@ def ddg_block(text: str, status: int) -> None:
 
 
 def parse_ddg(data: dict) -> Page:
-    out, seen = [], set()
-    for item in data.get("results") or []:
-        url = item.get("image")
-        if not url or url in seen:
-            continue
-        seen.add(url)
-        out.append(
-            candidate(
-                url,
-                page_url=item.get("url"),
-                width=item.get("width"),
-                height=item.get("height"),
-                title=item.get("title"),
-            )
+    return Page.unique(
+        candidate(
+            item.get("image"),
+            page_url=item.get("url"),
+            width=item.get("width"),
+            height=item.get("height"),
+            title=item.get("title"),
         )
-    return Page(out)
+        for item in data.get("results") or []
+    )
 
 
 class DuckDuckGoEngine(Engine):

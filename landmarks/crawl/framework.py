@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +47,20 @@ class Page:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     follow: list[str] = field(default_factory=list)
 
+    @classmethod
+    def unique(cls, candidates: Iterable[dict[str, Any]]) -> Page:
+        """The candidates in page order, without those lacking a URL and without repeats."""
+        seen: set[str] = set()
+        kept = []
+        for c in candidates:
+            if c["file_url"] and c["file_url"] not in seen:
+                seen.add(c["file_url"])
+                kept.append(c)
+        return cls(kept)
+
 
 def candidate(
-    url: str,
+    url: str | None,
     *,
     page_url: str | None = None,
     license: str | None = None,
@@ -68,7 +79,7 @@ def candidate(
             return None
 
     return {
-        "file_url": url,
+        "file_url": url or "",
         "page_url": page_url or None,
         "license": license or None,
         "license_url": license_url or None,
@@ -220,6 +231,49 @@ def _stopped(signal: Any) -> bool:
     return bool(signal.get("reach_max_num") or signal.get("exhausted"))
 
 
+def icrawler_filters(feeder_cls: Any, options: CrawlOptions) -> list[str]:
+    """The type/size filters an engine understands, in its own dialect (icrawler's tables);
+    values it does not take are left out."""
+    rules = feeder_cls.get_filter(None).rules  # builds the table, uses no instance state
+    parts = []
+    for name, value in (("type", options.type_filter), ("size", options.size_filter)):
+        if value is None or name not in rules:
+            continue
+        format_fn, choices = rules[name]
+        if isinstance(choices, list) and value not in choices:
+            continue
+        try:
+            parts.append(format_fn(value))
+        except (ValueError, KeyError, AssertionError):
+            continue
+    return parts
+
+
+def _queued_urls(parser: Parser, queue_timeout: float, stopped: Any) -> Iterator[str]:
+    """Page URLs from the feeder until it is done or ``stopped()``; each is marked done."""
+    while not stopped():
+        try:
+            url = parser.in_queue.get(timeout=queue_timeout)
+        except queue.Empty:
+            if parser.signal.get("feeder_exited"):
+                return
+            continue
+        try:
+            yield url
+        finally:
+            parser.in_queue.task_done()
+
+
+def _hand_over(parser: Parser, task: dict[str, Any]) -> None:
+    """Put a task on the downloaders' queue, waiting while it is full, until the crawl stops."""
+    while not parser.signal.get("reach_max_num"):
+        try:
+            parser.output(task, timeout=0.2)
+            return
+        except queue.Full:
+            continue
+
+
 class StoppableFeed:
     """Put page URLs one by one, giving up as soon as the crawl has enough or ran dry.
 
@@ -280,17 +334,8 @@ class EngineParser(Parser):
         self._rank_lock = threading.Lock()
 
     def worker_exec(self, queue_timeout=0.2, **kwargs):
-        while not _stopped(self.signal):
-            try:
-                url = self.in_queue.get(timeout=queue_timeout)
-            except queue.Empty:
-                if self.signal.get("feeder_exited"):
-                    return
-                continue
-            try:
-                self._read_all(url)
-            finally:
-                self.in_queue.task_done()
+        for url in _queued_urls(self, queue_timeout, lambda: _stopped(self.signal)):
+            self._read_all(url)
 
     def _read_all(self, url: str) -> None:
         pending = [url]
@@ -344,12 +389,7 @@ class EngineParser(Parser):
             self._empty_pages = 0 if new else self._empty_pages + 1
         for task in new:
             self.attempt.count("results")
-            while not self.signal.get("reach_max_num"):
-                try:
-                    self.output(task, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+            _hand_over(self, task)
         if self._empty_pages >= 2:
             self._run_dry()
 
@@ -382,22 +422,11 @@ class ListParser(Parser):
         self._rank = 0
 
     def worker_exec(self, queue_timeout=0.2, **kwargs):
-        while not self.signal.get("reach_max_num"):
-            try:
-                url = self.in_queue.get(timeout=queue_timeout)
-            except queue.Empty:
-                if self.signal.get("feeder_exited"):
-                    return
-                continue
+        stop = lambda: bool(self.signal.get("reach_max_num"))  # noqa: E731
+        for url in _queued_urls(self, queue_timeout, stop):
             self._rank += 1
             self.attempt.count("results")
-            task = {**candidate(url), "rank": self._rank}
-            while not self.signal.get("reach_max_num"):
-                try:
-                    self.output(task, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+            _hand_over(self, {**candidate(url), "rank": self._rank})
 
 
 class EngineCrawler(Crawler):

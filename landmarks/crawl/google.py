@@ -24,7 +24,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from icrawler.builtin.google import GoogleFeeder as _IcrawlerGoogleFeeder
 
 from landmarks.crawl.blocks import Blocked
-from landmarks.crawl.framework import Engine, EngineFeeder, EngineParser, Page, candidate
+from landmarks.crawl.framework import (
+    Engine,
+    EngineFeeder,
+    EngineParser,
+    Page,
+    candidate,
+    icrawler_filters,
+)
 from landmarks.crawl.options import BLOCKED, THROTTLED
 
 PAGE_SIZE = 100
@@ -61,19 +68,7 @@ class GoogleEngine(Engine):
     name = "google"
 
     def page_urls(self, query: str, max_num: int) -> Iterator[str]:
-        filters = _IcrawlerGoogleFeeder.get_filter(None)
-        wanted = {"type": self.options.type_filter, "size": self.options.size_filter}
-        tbs = []
-        for key, value in wanted.items():
-            if value is None or key not in filters.rules:
-                continue
-            fmt, choices = filters.rules[key]
-            if isinstance(choices, list) and value not in choices:
-                continue
-            try:
-                tbs.append(fmt(value))
-            except (ValueError, KeyError, AssertionError):
-                continue
+        tbs = icrawler_filters(_IcrawlerGoogleFeeder, self.options)
         hl = self.options.market.split("-")[0]
         for start in range(0, max_num, PAGE_SIZE):
             params = {
@@ -95,43 +90,36 @@ class GoogleEngine(Engine):
 
 def parse_google(text: str) -> Page:
     """Full-size candidates from a Google Images page (any layout above), without repeats."""
-    out: list[dict] = []
-    seen: set[str] = set()
-
-    def add(url: str, **meta) -> None:
-        url = _unescape(url)
-        if url not in seen:
-            seen.add(url)
-            out.append(candidate(url, **meta))
-
+    out = []
     for m in _PAIR.finditer(text):
-        full, height, width = m.group(5), m.group(6), m.group(7)
         # The result's page sits in its "2003" entry, a little after the image pair.
         page = _PAGE_OF.search(text, m.end(), m.end() + 4000)
-        add(full, page_url=_unescape(page.group(2)) if page else None, width=width, height=height)
+        page_url = _unescape(page.group(2)) if page else None
+        out.append(
+            candidate(_unescape(m.group(5)), page_url=page_url, width=m.group(7), height=m.group(6))
+        )
     for m in _RG_META.finditer(text):
         try:
             meta = json.loads(m.group(1))
         except ValueError:
             continue
-        if meta.get("ou"):
-            add(
-                meta["ou"],
+        out.append(
+            candidate(
+                meta.get("ou"),
                 page_url=meta.get("ru"),
                 width=meta.get("ow"),
                 height=meta.get("oh"),
                 title=meta.get("pt"),
             )
+        )
     for m in _IMGRES.finditer(text):
-        params = {k: v[0] for k, v in parse_qs(html.unescape(m.group(1))).items()}
-        if params.get("imgurl"):
-            add(
-                params["imgurl"],
-                page_url=params.get("imgrefurl"),
-                width=params.get("w"),
-                height=params.get("h"),
+        q = {k: v[0] for k, v in parse_qs(html.unescape(m.group(1))).items()}
+        out.append(
+            candidate(
+                q.get("imgurl"), page_url=q.get("imgrefurl"), width=q.get("w"), height=q.get("h")
             )
-    return Page(out)
+        )
+    return Page.unique(out)
 
 
 class GoogleFeeder(EngineFeeder):

@@ -31,25 +31,19 @@ def openverse_block(text: str, status: int) -> None:
 
 
 def parse_openverse(data: dict) -> Page:
-    out, seen = [], set()
-    for item in data.get("results") or []:
-        url = item.get("url")
-        if not url or url in seen:
-            continue
-        seen.add(url)
-        out.append(
-            candidate(
-                url,
-                page_url=item.get("foreign_landing_url"),
-                license=openverse_name(item.get("license"), item.get("license_version")),
-                license_url=item.get("license_url"),
-                author=item.get("creator"),
-                width=item.get("width"),
-                height=item.get("height"),
-                title=item.get("title"),
-            )
+    return Page.unique(
+        candidate(
+            item.get("url"),
+            page_url=item.get("foreign_landing_url"),
+            license=openverse_name(item.get("license"), item.get("license_version")),
+            license_url=item.get("license_url"),
+            author=item.get("creator"),
+            width=item.get("width"),
+            height=item.get("height"),
+            title=item.get("title"),
         )
-    return Page(out)
+        for item in data.get("results") or []
+    )
 
 
 class OpenverseEngine(Engine):
