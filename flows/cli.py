@@ -360,6 +360,8 @@ def crawl(
     except ValueError as exc:
         _fail(str(exc))
     layout = Layout(settings.storage_dir)
+    if dry_run and settings.source != "web":
+        _fail("--dry-run asks the web engines; it does not go with --source DIR")
     if settings.source != "web":
         with _bar("import") as bar:
             imported = ingest.import_folder(Path(settings.source), layout, progress=bar)

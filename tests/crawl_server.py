@@ -67,6 +67,7 @@ class SearchServer:
         self.replays: dict[tuple[str, str | None], tuple[int, bytes, str]] = {}
         self.subcategories: dict[str, list[str]] = {}
         self.licenses: dict[str, tuple[str, str, str]] = {}  # image name -> (licence, url, author)
+        self.commons_lag = 0  # answer this many Commons requests with a maxlag error first
         self.hits: Counter[str] = Counter()
         self.page_requests: list[str] = []
         self.agents: dict[str, set[str]] = {}  # path prefix (engine or "img") -> User-Agents
@@ -148,8 +149,17 @@ class SearchServer:
             self._bytes[path] = (path.read_bytes(), _mime(path))
         return self._bytes[path]
 
-    def _send(self, h: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str) -> None:
+    def _send(
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        ctype: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         h.send_response(status)
+        for name, value in (headers or {}).items():
+            h.send_header(name, value)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
@@ -186,7 +196,12 @@ class SearchServer:
             h.end_headers()
             h.wfile.write(b"<html></html>")
             return
-        if engine == "commons":
+        if engine == "commons" and self.commons_lag > 0:
+            self.commons_lag -= 1
+            error = {"error": {"code": "maxlag", "info": "Waiting for a database server: 6 s"}}
+            body = json.dumps(error).encode()
+            self._send(h, 200, body, "application/json", {"Retry-After": "0.2"})
+        elif engine == "commons":
             self._send(h, 200, self._commons(params), "application/json")
         elif engine == "openverse":
             self._send(h, 200, self._openverse(params), "application/json")

@@ -215,7 +215,10 @@ def fetch(session: Any, url: str, options: CrawlOptions, **kwargs: Any) -> reque
             if attempt == options.max_retries:
                 raise
             continue
-        if response.status_code == 429:
+        # A 429, or a MediaWiki maxlag error (HTTP 200), says when to come back.
+        if response.status_code == 429 or (
+            "Retry-After" in response.headers and b'"maxlag"' in response.content[:400]
+        ):
             wait = retry_after(response.headers)
             if waited_429 or wait is None or wait > options.max_retry_after_s:
                 return response

@@ -676,3 +676,23 @@ def test_openverse_is_paced_to_its_anonymous_limits_and_throttled_when_the_day_i
     with pytest.raises(Blocked) as info:
         engine.pace()
     assert info.value.status == "throttled" and "200" not in info.value.reason
+
+
+def test_commons_waits_out_maxlag_once_then_is_throttled(
+    tmp_path: Path, server: SearchServer, photos
+):
+    names = [server.photo(f"m{i}", photos[i]) for i in range(2)]
+    server.set_results("commons", "Petra", names)
+    server.commons_lag = 1  # lagged once: Retry-After 0.2 s is waited out, then it answers
+    layout = Layout(tmp_path / "s")
+    result = crawl_class(landmark(), layout, options(server, engines=("commons",)))
+    assert result.added == 2 and result.attempts[0].status == "ok"
+
+    server.commons_lag = 10  # still lagged after the wait: throttled, and not asked again
+    server.set_results("commons", "Petra", [server.photo("m2", photos[2])])
+    server.set_results("bing", "Petra", [server.photo("m3", photos[3])])
+    again = crawl_class(landmark(), layout, options(server, engines=("commons", "bing")))
+    commons = again.attempts[0]
+    assert commons.status == "throttled" and "maxlag" in commons.note
+    assert again.per_engine == {"commons": 0, "bing": 1}
+    assert server.commons_lag == 8  # two requests: the first and the one after Retry-After

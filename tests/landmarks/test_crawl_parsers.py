@@ -252,3 +252,23 @@ def test_dry_run_names_an_unreachable_engine_an_error_and_asks_the_next(tmp_path
     assert "ConnectionError" in answer["engines"]["openverse"]["detail"]
     assert answer["engines"]["bing"] == {"status": "ok", "detail": "70 candidates from 3 pages"}
     assert {c["engine"] for c in answer["candidates"]} == {"bing"}
+
+
+def test_dry_run_refuses_a_folder_source_and_imports_nothing(tmp_path: Path):
+    from flows.cli import app
+
+    folder = tmp_path / "photos" / "cats"
+    folder.mkdir(parents=True)
+    result = CliRunner().invoke(
+        app,
+        [
+            "crawl",
+            "--dry-run",
+            "--source",
+            str(tmp_path / "photos"),
+            "--storage",
+            str(tmp_path / "s"),
+        ],
+    )
+    assert result.exit_code == 2 and "--dry-run" in result.output
+    assert not (tmp_path / "s" / "raw").exists()
