@@ -40,6 +40,7 @@ from icrawler.storage import FileSystem  # noqa: E402
 
 from landmarks import crawl  # noqa: E402
 from landmarks.catalog import Landmark  # noqa: E402
+from landmarks.crawl.state import ClassRun  # noqa: E402
 from landmarks.ingest import RawStore, now_iso  # noqa: E402
 from landmarks.storage import Layout  # noqa: E402
 
@@ -85,8 +86,8 @@ def crawl_rate(server: SearchServer, n: int, threads: int, repeats: int, plain: 
             layout = Layout(Path(tmp))
             start = time.perf_counter()
             if plain:
-                run = crawl._ClassRun(LANDMARK, layout, options(server, threads), "bench", None)
-                crawl._run_attempt(run, "bing", QUERY, n, downloader_cls=IcrawlerPlainDownloader)
+                run = ClassRun(LANDMARK, layout, options(server, threads), "bench", None)
+                crawl.run_attempt(run, "bing", QUERY, n, downloader_cls=IcrawlerPlainDownloader)
                 got = len(list(run.staging_dir.glob("*.jpg")))
             else:
                 got = crawl.crawl_class(LANDMARK, layout, options(server, threads), "bench").added

@@ -293,8 +293,8 @@ def crawl(
         typer.Option(
             "--engine",
             "-e",
-            help="Engine to ask: google, bing or baidu. Repeat to set the order "
-            "(default: bing, google, baidu).",
+            help="Source to ask: commons, openverse, bing, google, baidu or duckduckgo. Repeat "
+            "to set the order (default: commons, openverse, bing, google).",
         ),
     ] = None,
     min_size: Annotated[
@@ -318,7 +318,12 @@ def crawl(
         str | None, typer.Option("--size", help="Engine size filter, e.g. large.")
     ] = None,
     license_filter: Annotated[
-        str | None, typer.Option("--license", help="Engine licence filter, e.g. commercial.")
+        str | None,
+        typer.Option(
+            "--license",
+            help="any (default); open: only CC and public-domain images; commercial: only "
+            "those that allow commercial use. open/commercial skip engines without licences.",
+        ),
     ] = None,
     url_list: Annotated[
         Path | None,
@@ -327,15 +332,32 @@ def crawl(
     only: Annotated[
         list[str] | None, typer.Option("--class", help="Crawl only this class (repeatable).")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Ask the engines as a crawl would, download nothing; print what each engine "
+            "answered (ok, empty, blocked, throttled, error) and the candidates.",
+        ),
+    ] = False,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="With --dry-run: write engines and candidates to this file."),
+    ] = None,
 ) -> None:
     """Get images into storage/raw/: append-only, one provenance record per image in
     raw/manifest.jsonl (engine, query, URL, result rank, time, sha256, bytes, pixel size, and
     the refresh that brought it).
 
-    Engines: --source web (the default) asks Google, Bing and Baidu through icrawler; none needs
-    an API key. Every query asks the engines in order (--engine, repeatable); the next engine is
-    asked whenever one leaves the query short: no results, an error page, or only URLs already
-    held. --url-list FILE fetches its '<class> <url>' lines first, the same way.
+    Engines: --source web (the default) asks Wikimedia Commons and Openverse (both give a
+    licence, author and page for every image), then Bing and Google; Baidu and DuckDuckGo on
+    request. None needs an API key. The engines are asked in order (--engine, repeatable); the
+    next engine takes over whatever one leaves short: no results, an error page, only URLs
+    already held, or a block. A block (captcha, consent page, JavaScript shell, antiFlag,
+    HTTP 403/429) is named in the table and the log, and that engine is not asked again during
+    the crawl. --url-list FILE fetches its '<class> <url>' lines first, the same way.
+    --dry-run [--json OUT] asks the engines without downloading: which ones work from this
+    network today, and what a crawl would fetch.
 
     Queries: every query of the class in the catalog (English and local-language names; see
     --catalog), plus its English and local names.
@@ -354,6 +376,8 @@ def crawl(
 
     A class that ends with no image at all (and had none) fails the command with exit code 1,
     after the other classes are done. Offline: --source DIR imports DIR/<class>/<images>.
+    Credits: every raw record keeps license, license_url, author and page_url; see
+    `landmarks attribution`.
     """
     from landmarks import crawl as crawl_core
     from landmarks import ingest
@@ -380,6 +404,8 @@ def crawl(
     except ValueError as exc:
         _fail(str(exc))
     layout = Layout(settings.storage_dir)
+    if dry_run and settings.source != "web":
+        _fail("--dry-run asks the web engines; it does not go with --source DIR")
     if settings.source != "web":
         lock = exclusive_lock(settings.storage_dir, "refresh", "landmarks crawl --source")
         try:
@@ -400,6 +426,9 @@ def crawl(
             _fail(f"classes not in the catalog: {', '.join(unknown)}")
         landmarks_ = [lm for lm in landmarks_ if lm.name in set(only)]
     options = opt.crawl_options(settings)
+    if dry_run:
+        _crawl_dry_run(landmarks_, options, json_out)
+        return
     try:
         crawl_core.check_network(
             options.engines, options.connectivity_timeout_s, options.endpoint_map()
@@ -418,6 +447,13 @@ def crawl(
         for r in rows:
             typer.echo("  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))
     typer.echo(f"{result.added} new images in {layout.raw_dir} (refresh {result.refresh_id})")
+    for engine, why in result.blocked:
+        typer.secho(
+            f"{engine} was {why}. It was not asked again in this crawl; the next engine took "
+            "over. See the README's crawl section for what to do.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     if result.failed:
         typer.secho(
             f"error: no image at all for {', '.join(result.failed)}; the log says what each "
@@ -427,6 +463,77 @@ def crawl(
             err=True,
         )
         raise typer.Exit(code=1)
+
+
+def _crawl_dry_run(landmarks_: list, options: Any, json_out: Path | None) -> None:
+    from landmarks import crawl as crawl_core
+    from landmarks.storage import atomic_write_json
+
+    answer = crawl_core.dry_run(landmarks_, options)
+    for name, state in answer["engines"].items():
+        typer.echo(f"{name:<11} {state['status']:<10} {state['detail']}")
+    per_engine: dict[str, int] = {}
+    for c in answer["candidates"]:
+        per_engine[c["engine"]] = per_engine.get(c["engine"], 0) + 1
+    typer.echo(
+        f"{len(answer['candidates'])} candidates "
+        f"({', '.join(f'{k} {v}' for k, v in per_engine.items()) or 'none'}); nothing downloaded"
+    )
+    if json_out is not None:
+        try:
+            atomic_write_json(json_out, answer)
+        except OSError as exc:
+            _fail(f"cannot write {json_out}: {exc}")
+        typer.echo(f"wrote {json_out}")
+
+
+@app.command()
+def attribution(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for credits.csv and credits.html."),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run", help="Credit the training images of this run, in its folder."),
+    ] = None,
+) -> None:
+    """Write the credits of the current dataset version (or of a run's training images) as
+    credits.csv and credits.html: per image its class, split, title, author, licence, licence
+    URL, source page, image URL and source engine. Images whose source gave no licence (the
+    search engines, folder imports) show an empty licence. Default folder:
+    storage/attribution/<dataset version>/; with --run, the run's own folder (each training
+    run also writes its own credits when it starts).
+    """
+    from landmarks.crawl.attribution import credits, write_credits, write_run_credits
+    from landmarks.split import dataset_version
+    from landmarks.storage import Layout
+
+    settings, _ = _settings(config, storage)
+    layout = Layout(settings.storage_dir)
+    if not layout.split_manifest.exists():
+        _fail(f"no split manifest at {layout.split_manifest}: run `landmarks refresh` first")
+    try:
+        if run_id:
+            run_dir = layout.runs_dir / run_id
+            if not run_dir.is_dir():
+                _fail(f"no run {run_id!r} in {layout.runs_dir} (see `landmarks runs`)")
+            paths = (
+                write_credits(credits(layout, ("train",)), out, f"Training images of {run_id}")
+                if out
+                else write_run_credits(layout, run_dir)
+            )
+        else:
+            version = dataset_version(layout.split_manifest)
+            rows = credits(layout)
+            folder = out or layout.root / "attribution" / version
+            paths = write_credits(rows, folder, f"Credits of dataset version {version}")
+    except OSError as exc:
+        _fail(str(exc))
+    for path in paths:
+        typer.echo(f"wrote {path}")
 
 
 @app.command()

@@ -24,6 +24,7 @@ def crawl_options(s: Settings) -> CrawlOptions:
     values = s.crawl.model_dump()
     values["engines"] = tuple(values["engines"])
     values["endpoints"] = tuple(sorted(values["endpoints"].items()))
+    values["commons_exclude"] = tuple(values["commons_exclude"])
     return _pick(CrawlOptions, values)
 
 

@@ -81,6 +81,11 @@ def refresh(
                 crawl_core.engine_table(results, failed),
                 "New images per class and engine in this crawl",
             )
+            engines = crawl_core.engine_status_rows(results)
+            _ui.table("crawl-engines", engines, "What each engine answered in this crawl")
+            for row in engines:
+                if row["status"] in ("blocked", "throttled"):
+                    logger.warning("%s was %s: %s", row["engine"], row["status"], row["detail"])
             empty = [r.class_name for r in results if r.added == 0 and r.class_name not in failed]
             if empty:
                 logger.warning("no new images for: %s", ", ".join(empty))

@@ -10,6 +10,7 @@ from prefect import flow
 from flows import options as opt
 from landmarks import registry
 from landmarks.config import load_settings
+from landmarks.crawl.attribution import write_run_credits
 from landmarks.split import dataset_version as split_version
 from landmarks.storage import Layout
 from tasks.evaluate import evaluate_task
@@ -47,6 +48,8 @@ def train(
         run_id,
         opt.run_config(settings, version, layout.split_manifest, augmented_dir),
     )
+    # The credits of the images this run learns from, kept with the run.
+    write_run_credits(layout, run_dir)
     trained = train_task(
         layout.split_manifest,
         layout.clean_dir,

@@ -1,4 +1,5 @@
-"""The landmark catalog: class names, countries, local names and search queries."""
+"""The landmark catalog: class names, countries, local names, search queries, and where the
+licence-clean sources keep the class (a Wikimedia Commons category, a Wikidata item)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class Landmark:
     english: str
     local: str
     queries: tuple[str, ...]
+    commons_category: str = ""  # e.g. "Eiffel Tower" (Category: prefix optional)
+    wikidata: str = ""  # the item the class depicts, e.g. "Q243"
 
 
 class CatalogError(ValueError):
@@ -53,6 +56,11 @@ def load_catalog(path: Path | None = None) -> list[Landmark]:
         seen.add(name)
         english = str(entry.get("english", name.replace("_", " ").title()))
         queries = tuple(str(q) for q in entry.get("queries", [])) or (english,)
+        wikidata = str(entry.get("wikidata", "")).strip()
+        if wikidata and not re.fullmatch(r"Q[1-9][0-9]*", wikidata):
+            raise CatalogError(
+                f"{source}: landmark {name!r} has wikidata {wikidata!r}; use Q<digits>"
+            )
         landmarks.append(
             Landmark(
                 name=name,
@@ -60,6 +68,8 @@ def load_catalog(path: Path | None = None) -> list[Landmark]:
                 english=english,
                 local=str(entry.get("local", english)),
                 queries=queries,
+                commons_category=str(entry.get("commons_category", "")).strip(),
+                wikidata=wikidata,
             )
         )
     return landmarks

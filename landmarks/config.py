@@ -20,14 +20,22 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from landmarks.crawl.options import CrawlOptions
+
 CONFIG_ENV_VAR = "LANDMARKS_CONFIG"
 
 
+# Sources a crawl can ask (landmarks.crawl.ENGINES).
+CrawlEngine = Literal["commons", "openverse", "bing", "google", "baidu", "duckduckgo"]
+DEFAULT_CRAWL_USER_AGENT = CrawlOptions.user_agent
+
+
 class CrawlConfig(BaseModel):
-    engines: list[Literal["google", "bing", "baidu"]] = Field(
-        default=["bing", "google", "baidu"],
-        description="Web engines to ask, in order, for every query; the next one is asked when "
-        "one leaves the query short (nothing, an error page, only known URLs). None needs a key.",
+    engines: list[CrawlEngine] = Field(
+        default=["commons", "openverse", "bing", "google"],
+        description="Sources to ask, in order; the next one takes over what one leaves short "
+        "(nothing, an error page, a block, only known URLs). None needs a key. Commons and "
+        "Openverse give a licence per image; baidu and duckduckgo only on request.",
     )
     max_per_class: int = Field(
         default=400, ge=1, description="New images to add per class in one crawl (at most)."
@@ -56,11 +64,12 @@ class CrawlConfig(BaseModel):
     size_filter: str | None = Field(
         default=None, description="Engine size filter, e.g. 'large' (Google/Bing/Baidu)."
     )
-    license_filter: str | None = Field(
-        default=None,
-        description="Engine licence filter, e.g. 'commercial' (Google/Bing; Baidu has none).",
+    license_filter: Literal["any", "open", "commercial"] = Field(
+        default="any",
+        description="'open' keeps only CC and public-domain images, 'commercial' only those "
+        "that allow commercial use; both skip engines that give no licence per image.",
     )
-    endpoints: dict[Literal["google", "bing", "baidu"], str] = Field(
+    endpoints: dict[CrawlEngine, str] = Field(
         default_factory=dict,
         description="Base URL per engine instead of its own site (a mirror, a proxy, a test "
         "server), e.g. {bing = 'http://127.0.0.1:8080/bing'}.",
@@ -71,6 +80,43 @@ class CrawlConfig(BaseModel):
     )
     query_time_limit_s: float = Field(
         default=600.0, gt=0, description="Longest time one engine may spend on one query."
+    )
+    user_agent: str = Field(
+        default=DEFAULT_CRAWL_USER_AGENT,
+        min_length=10,
+        description="User-Agent for the APIs (Commons, Openverse). Wikimedia asks for a "
+        "descriptive one with contact details, e.g. 'mybot/1.0 (https://x.org; me@x.org)'.",
+    )
+    market: str = Field(
+        default="en-US",
+        pattern=r"^[a-z]{2}-[A-Z]{2}$",
+        description="Search market and Accept-Language (Bing mkt, Google hl), e.g. en-US.",
+    )
+    thumb_width: int = Field(
+        default=1280, ge=100, le=4000, description="Commons thumbnail width fetched, px."
+    )
+    commons_depth: int = Field(
+        default=2, ge=0, le=5, description="Commons subcategory levels crawled below a class's."
+    )
+    commons_exclude: list[str] = Field(
+        default=list(CrawlOptions.commons_exclude),
+        description="Commons subcategories whose names hold one of these words are skipped.",
+    )
+    maxlag_s: int = Field(default=5, ge=1, description="Wikimedia API maxlag, seconds.")
+    max_retry_after_s: float = Field(
+        default=60.0, ge=0, description="Longest Retry-After waited out once; longer: throttled."
+    )
+    openverse_page_size: int = Field(
+        default=20, ge=1, le=20, description="Openverse page size (anonymous: at most 20)."
+    )
+    openverse_max_results: int = Field(
+        default=240, ge=1, le=240, description="Openverse results per query (anonymous: 240)."
+    )
+    openverse_requests_per_min: float = Field(
+        default=20.0, ge=0, description="Openverse requests a minute (anonymous: 20; 0: unpaced)."
+    )
+    openverse_requests_per_day: int = Field(
+        default=200, ge=0, description="Openverse requests a day (anonymous: 200; 0: no budget)."
     )
 
 

@@ -73,6 +73,8 @@ def crawl_class_task(
         crawl.attempt_rows(result),
         f"{landmark.name}: new images per engine and query",
     )
+    for engine, why in result.blocked.items():
+        get_run_logger().warning("%s: %s was %s", landmark.name, engine, why)
     get_run_logger().info(
         "%s: %d new images %s (%d held before)",
         landmark.name,

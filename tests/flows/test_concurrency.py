@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.refresh import refresh
 from landmarks.storage import StorageBusy, read_json, read_jsonl
 from tests.conftest import make_subset
+from tests.prefect_api import settled_task_runs, settled_task_states
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +26,12 @@ def _overrides(storage: Path, source: Path, chunk_size: int = 6) -> dict:
     }
 
 
+STAGES = {"clean", "dedup", "split", "augment"}
+
+
 def _task_states(flow_run_id) -> dict[str, str]:
-    """Task name -> state name of one flow run (a run is named ``<task>-<suffix>``)."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs if r.state}
+    """Task name -> final state name of one flow run's stage tasks."""
+    return settled_task_states(flow_run_id, expect=STAGES)
 
 
 def _assert_consistent(storage: Path) -> None:
@@ -153,12 +151,7 @@ def test_dask_task_runner_fans_out_augmentation(
     plan_total = result["num_augmented"]
     chunks = sorted(out_dir.glob("chunk-*"))
     assert len(chunks) == -(-plan_total // 4) >= 3
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )
+    runs = settled_task_runs(state.state_details.flow_run_id, expect={"augment-chunk"})
     chunk_runs = [r for r in runs if r.name.startswith("augment-chunk")]
     assert len(chunk_runs) == len(chunks)
     assert all(r.state.is_completed() for r in chunk_runs)

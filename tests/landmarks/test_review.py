@@ -146,7 +146,7 @@ def test_review_page_in_headless_chromium(review_site, prefect_harness):
     driver = _chrome()
     try:
         driver.get(url)
-        wait = WebDriverWait(driver, 30)
+        wait = WebDriverWait(driver, 120)
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
         cards = driver.find_elements(By.CSS_SELECTOR, ".card")
         assert len(cards) == len(before)
