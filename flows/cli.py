@@ -433,7 +433,10 @@ def crawl(
         crawl_core.check_network(
             options.engines, options.connectivity_timeout_s, options.endpoint_map()
         )
-        with exclusive_lock(settings.storage_dir, "refresh"), _bar("crawl") as bar:
+        with (
+            exclusive_lock(settings.storage_dir, "refresh", "landmarks crawl"),
+            _bar("crawl") as bar,
+        ):
             result = crawl_core.crawl_catalog(
                 landmarks_, layout, options, progress=bar, check_network_first=False
             )
