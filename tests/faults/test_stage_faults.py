@@ -282,3 +282,23 @@ def test_an_import_is_busy_while_a_refresh_holds_the_storage(tmp_path: Path, sou
         done = land("crawl", "--storage", str(storage), "--source", str(source))
     assert done.returncode == 2 and "is busy: a refresh is already running" in done.stderr
     assert not (storage / "raw").exists()
+
+
+def test_a_lock_left_by_a_killed_refresh_is_a_leftover_and_repair_clears_it(tmp_path: Path):
+    storage = tmp_path / "storage"
+    script = (
+        "import os, signal, sys; from landmarks.storage import exclusive_lock; "
+        "cm = exclusive_lock(sys.argv[1], 'refresh'); cm.__enter__(); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(storage)], cwd=REPO_ROOT)
+    assert done.returncode == -signal.SIGKILL
+    assert (storage / ".refresh.lock").read_text().startswith("refresh pid ")
+    rc, report = verify(storage)
+    leftovers = [f for s in report["stages"] for f in s["findings"] if f["kind"] == "lock"]
+    assert rc == 0 and len(leftovers) == 1 and "stale lock note" in leftovers[0]["detail"]
+    rc, report = verify(storage, "--repair")
+    assert (storage / ".refresh.lock").read_text() == ""
+    with exclusive_lock(storage, "refresh"):  # the kernel released the lock with the process
+        pass
+    assert land("verify", "--storage", str(storage), "--bogus").returncode == 2
