@@ -14,7 +14,9 @@ import typer
 
 import flows  # noqa: F401  (environment defaults before prefect)
 from flows import options as opt
-from landmarks.config import Settings, load_settings
+from flows.cli_errors import ErrorHandlingGroup
+from landmarks.config import Settings, describe_validation_error, load_settings
+from landmarks.errors import NotFound, SettingsError, UsageError
 
 app = typer.Typer(
     help="Build and refresh a landmark image classifier: crawl, clean, dedup, split, augment, "
@@ -22,6 +24,7 @@ app = typer.Typer(
     "own command.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=ErrorHandlingGroup,
 )
 
 ConfigOpt = Annotated[
@@ -61,7 +64,9 @@ TargetOpt = Annotated[
 PresetOpt = Annotated[
     str | None, typer.Option("--preset", help="Augmentation preset: original, landmark, none.")
 ]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Augmentation processes.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="Augmentation processes (0: one per CPU).")
+]
 MaxPerClassOpt = Annotated[
     int | None, typer.Option("--max-per-class", help="Images to crawl per class.")
 ]
@@ -94,16 +99,34 @@ def _settings(
         },
         "train": {"epochs": epochs, "image_size": image_size, "batch_size": batch_size},
     }
-    try:
-        settings = load_settings(config, overrides)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    settings = load_settings(config, overrides)
+    if source is not None:
+        _check_source(settings)
     return settings, overrides
 
 
+def _check_source(settings: Settings) -> None:
+    if settings.source != "web" and not Path(settings.source).is_dir():
+        raise NotFound(
+            f"source folder not found: {settings.source} (--source takes 'web' or a folder "
+            "laid out as DIR/<class>/<images>)"
+        )
+
+
+def _check_before_flows(settings: Settings) -> None:
+    """What a flow would find wrong only after a Prefect server started: the source folder,
+    the network, a refresh already running on this storage."""
+    from landmarks.storage import exclusive_lock
+
+    _check_source(settings)
+    _check_web(settings)
+    with exclusive_lock(settings.storage_dir, "refresh"):  # StorageBusy: exit 1
+        pass
+
+
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    """A usage mistake: `error: message` on stderr, exit code 2 (see flows.cli_errors)."""
+    raise UsageError(message)
 
 
 @contextmanager
@@ -144,10 +167,13 @@ def _overrides_json(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from flows.cli_errors import LogFormatter
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(
+            LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", verbose)
+        )
 
 
 @app.callback()
@@ -189,7 +215,7 @@ def run(
         workers,
         max_per_class,
     )
-    _check_web(settings)
+    _check_before_flows(settings)
     from flows.pipeline import pipeline
 
     result = pipeline(
@@ -228,7 +254,7 @@ def refresh(
         workers,
         max_per_class,
     )
-    _check_web(settings)
+    _check_before_flows(settings)
     from flows.refresh import refresh as refresh_flow
 
     result = refresh_flow(
@@ -334,7 +360,7 @@ def crawl(
     try:
         settings = settings.model_copy(update={"crawl": CrawlConfig.model_validate(values)})
     except ValueError as exc:
-        _fail(str(exc))
+        raise SettingsError(describe_validation_error(exc, "crawl")) from None
     layout = Layout(settings.storage_dir)
     if settings.source != "web":
         with _bar("import") as bar:
@@ -569,7 +595,7 @@ def augment(
             {**settings.augment.model_dump(), **{k: v for k, v in extra.items() if v is not None}}
         )
     except ValueError as exc:
-        _fail(str(exc))
+        raise SettingsError(describe_validation_error(exc, "augment")) from None
     settings = settings.model_copy(update={"augment": augment_config})
     layout = Layout(settings.storage_dir)
     if not layout.split_manifest.exists():
@@ -593,11 +619,10 @@ def augment(
 
 
 def _latest_augmented(layout: Any, settings: Settings) -> Path | None:
-    from landmarks import split as split_core
-
-    key = opt.augment_options(settings).key(split_core.dataset_version(layout.split_manifest))
-    path = layout.augmented_dir / key
-    return path if (path / "manifest.json").exists() else None
+    """The augmentation to train with (see flows.options.find_augmentation); says which."""
+    path, note = opt.find_augmentation(settings.model_copy(update={"storage_dir": layout.root}))
+    typer.echo(note, err=True)
+    return path
 
 
 ModelNameOpt = Annotated[
@@ -649,6 +674,8 @@ def train(
     version = split_core.dataset_version(layout.split_manifest)
     augmented_dir = _latest_augmented(layout, settings)
     spec, train_opts = opt.model_spec(settings), opt.train_options(settings)
+    if run_id is not None:
+        opt.require_run(layout.runs_dir, run_id)
     run_id = run_id or registry.new_run_id(version)
     run_dir = registry.create_run(
         layout.runs_dir,
@@ -757,7 +784,10 @@ def runs(storage: StorageOpt = None, config: ConfigOpt = None) -> None:
     from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
-    for r in list_runs(Layout(settings.storage_dir).runs_dir):
+    found = list_runs(Layout(settings.storage_dir).runs_dir)
+    if not found:
+        typer.echo(f"no training runs in {Layout(settings.storage_dir).runs_dir} yet")
+    for r in found:
         top1 = f"{r['top1']:.4f}" if r.get("top1") is not None else "-"
         top3 = f"{r['top3']:.4f}" if r.get("top3") is not None else "-"
         mark = "*" if r.get("champion") else " "
@@ -826,6 +856,8 @@ def export(
     from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
+    if model is not None and not model.is_file():
+        raise NotFound(f"model {model} not found")
     try:
         model_path = model or champion_model_path(Layout(settings.storage_dir).runs_dir)
         result = export_model(model_path, out, tuple(fmt or ("savedmodel", "tflite")))
@@ -854,15 +886,21 @@ def sweep(
     """Run a grid of training configurations as Prefect tasks and write a results table
     (markdown, CSV and a table artifact) with the original project's columns. A rerun skips
     finished trials and resumes an interrupted one."""
+    from landmarks.storage import Layout
+    from landmarks.sweep import load_sweep
+
     settings, overrides = _settings(config, storage)
     layout_root = settings.storage_dir
-    from flows.sweep import sweep as sweep_flow
-    from landmarks.storage import Layout
-
+    if not sweep_file.is_file():
+        raise NotFound(f"sweep file {sweep_file} not found")
+    try:
+        load_sweep(sweep_file, epoch_scale, only)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if not Layout(layout_root).split_manifest.exists():
         _fail("no split manifest: run `landmarks refresh` first")
-    if not sweep_file.is_file():
-        _fail(f"sweep file {sweep_file} not found")
+    from flows.sweep import sweep as sweep_flow
+
     augmented = _latest_augmented(Layout(layout_root), settings)
     result = sweep_flow(
         sweep_path=str(sweep_file),

@@ -30,8 +30,6 @@ from flows import options as opt
 from flows.refresh import DEFAULT_CRAWL_CONCURRENCY
 from flows.refresh import refresh as refresh_flow
 from landmarks.config import Settings, deep_merge, load_settings
-from landmarks.split import dataset_version as split_version
-from landmarks.storage import Layout
 from tasks import _ui
 
 log = logging.getLogger(__name__)
@@ -178,13 +176,10 @@ def make_task_runner(r: RunnerParameters) -> Any:
 
 
 def latest_augmented_dir(settings: Settings) -> Path | None:
-    """The committed augmentation of the current split under these settings, if any."""
-    layout = Layout(settings.storage_dir.resolve())
-    if not layout.split_manifest.exists():
-        return None
-    key = opt.augment_options(settings).key(split_version(layout.split_manifest))
-    path = layout.augmented_dir / key
-    return path if (path / "manifest.json").exists() else None
+    """The committed augmentation to train with on the current split (logged: which, why)."""
+    path, note = opt.find_augmentation(settings)
+    log.info("%s", note)
+    return path
 
 
 def _run_training(
