@@ -16,7 +16,7 @@ import flows  # noqa: F401  (environment defaults before prefect)
 from flows import options as opt
 from flows.cli_errors import ErrorHandlingGroup
 from landmarks.config import Settings, describe_validation_error, load_settings
-from landmarks.errors import NotFound, SettingsError, UsageError
+from landmarks.errors import NotFound, SettingsError, UsageError, UserError
 
 app = typer.Typer(
     help="Build and refresh a landmark image classifier: crawl, clean, dedup, split, augment, "
@@ -955,6 +955,7 @@ def serve(
     """Register the deployments (landmarks-refresh/weekly, landmarks-retrain/on-demand,
     landmarks-pipeline/full) and run them in this process, no work pool or worker needed.
     Set PREFECT_API_URL to a running `prefect server` first. Ctrl-C stops it."""
+    load_settings()  # a bad LANDMARKS_* variable or $LANDMARKS_CONFIG fails here, not in a run
     from flows.deploy import serve_all
 
     serve_all(refresh_cron=refresh_cron, timezone=timezone, limit=limit)
@@ -972,6 +973,7 @@ def deploy(
     """Register the deployments of prefect.yaml on a Prefect server (PREFECT_API_URL), after
     creating the process work pool and the concurrency limits (one training at a time). Then
     run `prefect worker start --pool landmarks`."""
+    load_settings()  # a bad LANDMARKS_* variable or $LANDMARKS_CONFIG fails here, not in a run
     from flows.deploy import deploy_all
 
     deploy_all(pool=pool, names=name)
@@ -991,9 +993,10 @@ def retrain(
 ) -> None:
     """Ask the Prefect server to retrain now: starts a run of the retrain deployment, which a
     worker (or `landmarks serve`) picks up. Prints the flow run id and where to follow it."""
+    _settings(config, storage, None, None, epochs, image_size, batch_size)
     from prefect.deployments import run_deployment
 
-    from flows.deploy import RetrainParameters, TrainingParameters
+    from flows.deploy import RetrainParameters, TrainingParameters, describe_retrain
 
     params = RetrainParameters(
         config_path=str(config.resolve()) if config else None,
@@ -1006,9 +1009,9 @@ def retrain(
         timeout=None if wait else 0,
         as_subflow=False,
     )
-    typer.echo(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'scheduled'}")
+    typer.echo(describe_retrain(run, wait))
     if wait and run.state and not run.state.is_completed():
-        _fail(f"retrain ended {run.state.name}: {run.state.message}")
+        raise UserError(f"retrain ended {run.state.name}: {run.state.message}")
 
 
 @app.command()

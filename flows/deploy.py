@@ -260,7 +260,7 @@ def refresh(params: RefreshParameters = DEFAULT_REFRESH) -> dict[str, Any]:
     return result
 
 
-@flow(name="landmarks-retrain", log_prints=True)
+@flow(name="landmarks-retrain", log_prints=True, persist_result=True)
 def retrain(params: RetrainParameters = DEFAULT_RETRAIN) -> dict[str, Any]:
     """Train and evaluate a model on the current split and its augmentation, on demand."""
     overrides = deep_merge(
@@ -283,6 +283,9 @@ def pipeline(params: PipelineParameters = DEFAULT_PIPELINE) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- operating
+
+# What `landmarks serve` runs: (flow, deployment name).
+SERVED = [(refresh, "weekly"), (retrain, "on-demand"), (pipeline, "full")]
 
 
 def ensure_concurrency_limits(limits: dict[str, int] | None = None) -> None:
@@ -317,12 +320,43 @@ def deploy_all(pool: str = WORK_POOL, names: list[str] | None = None) -> None:
     subprocess.run(cmd, cwd=PROJECT_ROOT, check=True, env=os.environ.copy())
 
 
+def release_pool_deployments(names: list[str]) -> list[str]:
+    """Delete the deployments of these names that `landmarks deploy` bound to a work pool.
+
+    `serve` registers the same names for its own process; upserting over a pool deployment
+    keeps the pool and drops the code location, and every run then crashed looking for its
+    code in '<repository>/None'. A served process replaces them (and says so); `landmarks
+    deploy` registers them for the pool again. Flow runs and their history stay.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    released = []
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                existing = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                client.delete_deployment(existing.id)
+                released.append(name)
+                log.warning(
+                    "deployment %s was registered for work pool %s by `landmarks deploy`: "
+                    "this process serves it now (`landmarks deploy` gives it back to the pool)",
+                    name,
+                    existing.work_pool_name,
+                )
+    return released
+
+
 def serve_all(refresh_cron: str = REFRESH_CRON, timezone: str = "UTC", limit: int = 2) -> None:
     """Register the three deployments and run them in this process until interrupted."""
     from prefect import serve
     from prefect.schedules import Cron
 
     ensure_concurrency_limits()
+    release_pool_deployments([f"{f.name}/{d}" for f, d in SERVED])
     serve(
         refresh.to_deployment(
             name="weekly",
@@ -336,3 +370,37 @@ def serve_all(refresh_cron: str = REFRESH_CRON, timezone: str = "UTC", limit: in
         pipeline.to_deployment(name="full", description="Refresh then train.", tags=["pipeline"]),
         limit=limit,
     )
+
+
+def describe_retrain(run: Any, waited: bool) -> str:
+    """What `landmarks retrain` prints: the flow run, where to follow it and, once it has
+    finished, the new training run's id and test metrics and whether it became champion."""
+    from prefect.settings import PREFECT_UI_URL
+
+    state = run.state.name if run.state else "Scheduled"
+    ui = PREFECT_UI_URL.value()
+    lines = [
+        f"flow run {run.name} ({run.id}): {state}",
+        f"follow it: {ui}/runs/flow-run/{run.id}"
+        if ui
+        else f"follow it: prefect flow-run logs {run.id}",
+    ]
+    if waited and run.state and run.state.is_completed():
+        try:
+            result = run.state.result()
+        except Exception as exc:  # the result lives where the worker ran; say where to look
+            lines.append(f"metrics: in the flow run's artifacts ({exc.__class__.__name__})")
+        else:
+            top3 = result.get("top3")
+            crowned = (
+                "promoted to champion"
+                if result.get("promoted")
+                else f"champion stays {result.get('champion')}"
+            )
+            lines.append(
+                f"run {result['run_id']}: test top-1 {result['top1']:.4f}"
+                + (f", top-3 {top3:.4f}" if top3 is not None else "")
+                + f"; {crowned}"
+            )
+            lines.append(f"report: {result['report_path']}")
+    return "\n".join(lines)
