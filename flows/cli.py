@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -1003,15 +1004,24 @@ def retrain(
         storage_dir=str(storage.resolve()) if storage else None,
         training=TrainingParameters(epochs=epochs, image_size=image_size, batch_size=batch_size),
     )
-    run = run_deployment(
-        deployment,
-        parameters={"params": params.model_dump(mode="json")},
-        timeout=None if wait else 0,
-        as_subflow=False,
-    )
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = run_deployment(
+            deployment,
+            parameters={"params": params.model_dump(mode="json")},
+            timeout=None if wait else 0,
+            as_subflow=False,
+        )
+    except ObjectNotFound:
+        raise NotFound(
+            f"no deployment {deployment} on the Prefect server: start `landmarks serve`, or "
+            "register it with `landmarks deploy` (and set PREFECT_API_URL to that server)"
+        ) from None
     typer.echo(describe_retrain(run, wait))
     if wait and run.state and not run.state.is_completed():
-        raise UserError(f"retrain ended {run.state.name}: {run.state.message}")
+        reason = re.sub(r"^Flow run encountered an exception: ", "", run.state.message or "")
+        raise UserError(f"retrain ended {run.state.name}: {reason}")
 
 
 @app.command()

@@ -352,9 +352,14 @@ def release_pool_deployments(names: list[str]) -> list[str]:
 
 def serve_all(refresh_cron: str = REFRESH_CRON, timezone: str = "UTC", limit: int = 2) -> None:
     """Register the three deployments and run them in this process until interrupted."""
+    import signal
+
     from prefect import serve
     from prefect.schedules import Cron
 
+    # Ctrl-C (SIGINT to the process group) stops serving, even when this process was started
+    # with SIGINT ignored (a background job of a shell script inherits that).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ensure_concurrency_limits()
     release_pool_deployments([f"{f.name}/{d}" for f, d in SERVED])
     serve(
