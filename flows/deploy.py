@@ -24,12 +24,12 @@ from typing import Any, Literal
 
 from prefect import flow
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from flows import options as opt
 from flows.refresh import DEFAULT_CRAWL_CONCURRENCY
 from flows.refresh import refresh as refresh_flow
-from landmarks.config import Settings, deep_merge, load_settings
+from landmarks.config import Settings, check_keys, deep_merge, load_settings
 from tasks import _ui
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ CONCURRENCY_LIMITS = {"training": 1, "crawl": DEFAULT_CRAWL_CONCURRENCY}
 class DataParameters(BaseModel):
     """Where the data lives and comes from; unset fields fall back to the config file, the
     ``LANDMARKS_*`` environment, then the defaults."""
+
+    # A mistyped parameter is refused, never ignored (same for every model below).
+    model_config = ConfigDict(extra="forbid")
 
     config_path: str | None = Field(
         default=None, description="TOML config file (same sections as `landmarks --config`)."
@@ -77,6 +80,8 @@ class DataParameters(BaseModel):
 class TrainingParameters(BaseModel):
     """Training knobs most often changed for a retrain; the rest via the config file."""
 
+    model_config = ConfigDict(extra="forbid")
+
     model: str | None = Field(default=None, description="Model name (see `landmarks train`).")
     epochs: int | None = Field(default=None, ge=1)
     image_size: int | None = Field(default=None, ge=16, description="Model input side in px.")
@@ -86,6 +91,8 @@ class TrainingParameters(BaseModel):
 
 class RunnerParameters(BaseModel):
     """How the fan-out stages (per-class crawl, augmentation chunks) run."""
+
+    model_config = ConfigDict(extra="forbid")
 
     task_runner: Literal["threads", "dask"] = Field(
         default="threads",
@@ -121,6 +128,8 @@ class RefreshParameters(DataParameters):
 
 
 class RetrainParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     config_path: str | None = Field(default=None, description="TOML config file.")
     storage_dir: str | None = Field(default=None, description="Storage root (default ./storage).")
     training: TrainingParameters = Field(default_factory=TrainingParameters)
@@ -147,6 +156,7 @@ DEFAULT_PIPELINE = PipelineParameters()
 
 
 def data_overrides(p: DataParameters) -> dict[str, Any]:
+    check_keys(p.overrides, "the deployment parameter 'overrides'")
     values = {
         "storage_dir": p.storage_dir,
         "source": p.source,
@@ -263,6 +273,7 @@ def refresh(params: RefreshParameters = DEFAULT_REFRESH) -> dict[str, Any]:
 @flow(name="landmarks-retrain", log_prints=True, persist_result=True)
 def retrain(params: RetrainParameters = DEFAULT_RETRAIN) -> dict[str, Any]:
     """Train and evaluate a model on the current split and its augmentation, on demand."""
+    check_keys(params.overrides, "the deployment parameter 'overrides'")
     overrides = deep_merge(
         deep_merge({"storage_dir": params.storage_dir}, training_overrides(params.training)),
         params.overrides,
