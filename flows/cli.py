@@ -16,7 +16,7 @@ import typer
 import flows  # noqa: F401  (environment defaults before prefect)
 from flows import options as opt
 from flows.cli_errors import ErrorHandlingGroup
-from landmarks.config import Settings, describe_validation_error, load_settings
+from landmarks.config import CrawlConfig, Settings, describe_validation_error, load_settings
 from landmarks.errors import NotFound, SettingsError, UsageError, UserError
 
 app = typer.Typer(
@@ -277,7 +277,7 @@ def crawl(
             "--engine",
             "-e",
             help="Engine to ask: google, bing or baidu. Repeat to set the order "
-            "(default: bing, google, baidu).",
+            f"(default: {', '.join(CrawlConfig().engines)}).",
         ),
     ] = None,
     min_size: Annotated[
@@ -315,7 +315,7 @@ def crawl(
     raw/manifest.jsonl (engine, query, URL, result rank, time, sha256, bytes, pixel size, and
     the refresh that brought it).
 
-    Engines: --source web (the default) asks Google, Bing and Baidu through icrawler; none needs
+    Engines: --source web (the default) asks Bing, Google and Baidu through icrawler; none needs
     an API key. Every query asks the engines in order (--engine, repeatable); the next engine is
     asked whenever one leaves the query short: no results, an error page, or only URLs already
     held. --url-list FILE fetches its '<class> <url>' lines first, the same way.

@@ -90,7 +90,24 @@ def describe(exc: BaseException) -> tuple[int, str]:
 
 
 class ErrorHandlingGroup(TyperGroup):
-    """The ``landmarks`` group: turns any exception of a command into one ``error:`` line."""
+    """The ``landmarks`` group: turns any exception of a command into one ``error:`` line,
+    and shows help texts as written (see :meth:`get_command`)."""
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        """Help as written: square brackets (``[train]``) are text, not Rich markup, and the
+        summary in `landmarks --help` is the first paragraph as one flowing line."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "_help_as_written", False):
+            from rich.markup import escape
+
+            command.help = escape(command.help or "")
+            first = (command.help or "").split("\n\n")[0]
+            command.short_help = " ".join(first.split())
+            for param in command.params:
+                if getattr(param, "help", None):
+                    param.help = escape(param.help)
+            command._help_as_written = True
+        return command
 
     def invoke(self, ctx: typer.Context) -> Any:
         verbose = bool(ctx.params.get("verbose"))
