@@ -491,6 +491,7 @@ def dedup(
                 dedup_report.QuarantineView(folder / q["path"], q["path"], q["reason"], q["detail"])
                 for q in found.quarantined
             ],
+            "label conflict: the same photo is in more than one folder (nothing was moved)",
         )
         reasons: dict[str, int] = {}
         for q in found.quarantined:
@@ -943,6 +944,7 @@ def leakage(
         augmented_dir=str(augmented) if augmented else None,
     )
     typer.echo(Path(result["report_path"]).read_text())
+    typer.echo(f"report: {result['report_path']}")
 
 
 @app.command()
@@ -1075,6 +1077,7 @@ def suspects(
         typer.echo(f"{found.num_images} photos scored -> {found.path}")
     if json_out is not None:
         atomic_write_json(json_out, ranked)
+        typer.echo(f"json: {json_out}")
     for s in ranked[:top]:
         flags = f" [{' '.join(s['flags'])}]" if s["flags"] else ""
         typer.echo(f"{s['score']:+.2f}  {s['path']}  {s['label']} -> {s['suggested']}{flags}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -63,11 +65,38 @@ def test_stages_training_augmentation_run_ids_and_file_modes(tmp_path: Path, sma
         assert not (storage / "runs" / "does-not-exist").exists()
         assert len(list((storage / "runs").glob("*/run.json"))) == 1
 
+        # A folder check with the same photo in two folders: the report moves nothing.
         out = tmp_path / "out"
+        photo = next((small_subset / "petra").iterdir()).resolve()
+        for name in ("petra", "taj_mahal"):
+            (tmp_path / "two" / name).mkdir(parents=True)
+            (tmp_path / "two" / name / photo.name).symlink_to(photo)
         result = runner.invoke(
-            app, ["dedup", str(small_subset), "--json", str(out / "dups.json")]
+            app, ["dedup", str(tmp_path / "two"), "--json", str(out / "dups.json")]
         )
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 0 and "(1 across folders)" in result.output, result.output
+        page = (out / "dups.html").read_text()
+        assert "nothing was moved" in page and "removed from every class" not in page
+
+        # A file that is no image: said once, exit 1.
+        notes = tmp_path / "notes.txt"
+        notes.write_text("not a photo")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "predict",
+                str(notes),
+                "--model",
+                str(run_dir / "model.keras"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 1
+        assert (proc.stdout + proc.stderr).count(f"skipped {notes}") == 1, proc.stderr
         result = runner.invoke(
             app,
             ["export", "--model", str(run_dir / "model.keras"), "--out", str(out / "export")],
