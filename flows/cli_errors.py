@@ -67,6 +67,8 @@ def _known(exc: BaseException) -> tuple[int, str] | None:
         if exc.filename and exc.strerror:
             return 2, f"{exc.strerror.lower()}: {exc.filename}"
         return 2, str(exc)
+    if isinstance(exc, ValueError):  # the core's word for input it cannot take
+        return 2, str(exc)
     if isinstance(exc, PermissionError):
         return 1, f"permission denied: {exc.filename or exc}"
     return None

@@ -124,3 +124,23 @@ def test_typos_in_sources_trials_and_models(tmp_path: Path):
     assert "no trials named ['try_99']" in assert_one_error(proc, 2)
     proc = landmarks("export", "--model", "nope.keras", "--out", str(tmp_path / "e"))
     assert assert_one_error(proc, 2) == "error: model nope.keras not found"
+
+
+def test_an_error_inside_a_flow_ends_as_one_error_line(tmp_path: Path):
+    # The folder exists (so the flow starts) but holds no class folders: the flow fails.
+    empty = tmp_path / "photos"
+    empty.mkdir()
+    proc = landmarks("refresh", "--source", str(empty), "--storage", str(tmp_path / "s"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {empty} holds no class folders with files; expected DIR/<class>/<image files>"
+    ]
+    assert len(proc.stderr.splitlines()) <= 10, proc.stderr
+
+
+def test_suspects_says_where_it_wrote(tmp_path: Path, small_subset: Path):
+    out = tmp_path / "suspects.json"
+    proc = landmarks("suspects", str(small_subset), "--json", str(out), "--top", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert f"json: {out}" in proc.stdout and out.is_file()
