@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,9 @@ import typer
 
 import flows  # noqa: F401  (environment defaults before prefect)
 from flows import options as opt
-from landmarks.config import Settings, load_settings
+from flows.cli_errors import ErrorHandlingGroup
+from landmarks.config import CrawlConfig, Settings, describe_validation_error, load_settings
+from landmarks.errors import NotFound, SettingsError, UsageError, UserError
 
 app = typer.Typer(
     help="Build and refresh a landmark image classifier: crawl, clean, dedup, split, augment, "
@@ -22,6 +25,7 @@ app = typer.Typer(
     "own command.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=ErrorHandlingGroup,
 )
 
 ConfigOpt = Annotated[
@@ -61,7 +65,9 @@ TargetOpt = Annotated[
 PresetOpt = Annotated[
     str | None, typer.Option("--preset", help="Augmentation preset: original, landmark, none.")
 ]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Augmentation processes.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="Augmentation processes (0: one per CPU).")
+]
 MaxPerClassOpt = Annotated[
     int | None, typer.Option("--max-per-class", help="Images to crawl per class.")
 ]
@@ -94,16 +100,34 @@ def _settings(
         },
         "train": {"epochs": epochs, "image_size": image_size, "batch_size": batch_size},
     }
-    try:
-        settings = load_settings(config, overrides)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    settings = load_settings(config, overrides)
+    if source is not None:
+        _check_source(settings)
     return settings, overrides
 
 
+def _check_source(settings: Settings) -> None:
+    if settings.source != "web" and not Path(settings.source).is_dir():
+        raise NotFound(
+            f"source folder not found: {settings.source} (--source takes 'web' or a folder "
+            "laid out as DIR/<class>/<images>)"
+        )
+
+
+def _check_before_flows(settings: Settings) -> None:
+    """What a flow would find wrong only after a Prefect server started: the source folder,
+    the network, a refresh already running on this storage."""
+    from landmarks.storage import exclusive_lock
+
+    _check_source(settings)
+    _check_web(settings)
+    with exclusive_lock(settings.storage_dir, "refresh"):  # StorageBusy: exit 1
+        pass
+
+
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    """A usage mistake: `error: message` on stderr, exit code 2 (see flows.cli_errors)."""
+    raise UsageError(message)
 
 
 @contextmanager
@@ -188,10 +212,13 @@ def _overrides_json(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from flows.cli_errors import LogFormatter
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(
+            LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", verbose)
+        )
 
 
 @app.callback()
@@ -233,7 +260,7 @@ def run(
         workers,
         max_per_class,
     )
-    _check_web(settings)
+    _check_before_flows(settings)
     from flows.pipeline import pipeline
 
     result = pipeline(
@@ -272,7 +299,7 @@ def refresh(
         workers,
         max_per_class,
     )
-    _check_web(settings)
+    _check_before_flows(settings)
     from flows.refresh import refresh as refresh_flow
 
     result = refresh_flow(
@@ -294,7 +321,7 @@ def crawl(
             "--engine",
             "-e",
             help="Source to ask: commons, openverse, bing, google, baidu or duckduckgo. Repeat "
-            "to set the order (default: commons, openverse, bing, google).",
+            f"to set the order (default: {', '.join(CrawlConfig().engines)}).",
         ),
     ] = None,
     min_size: Annotated[
@@ -402,7 +429,7 @@ def crawl(
     try:
         settings = settings.model_copy(update={"crawl": CrawlConfig.model_validate(values)})
     except ValueError as exc:
-        _fail(str(exc))
+        raise SettingsError(describe_validation_error(exc, "crawl")) from None
     layout = Layout(settings.storage_dir)
     if dry_run and settings.source != "web":
         _fail("--dry-run asks the web engines; it does not go with --source DIR")
@@ -624,6 +651,7 @@ def dedup(
                 dedup_report.QuarantineView(folder / q["path"], q["path"], q["reason"], q["detail"])
                 for q in found.quarantined
             ],
+            "label conflict: the same photo is in more than one folder (nothing was moved)",
         )
         reasons: dict[str, int] = {}
         for q in found.quarantined:
@@ -731,7 +759,7 @@ def augment(
             {**settings.augment.model_dump(), **{k: v for k, v in extra.items() if v is not None}}
         )
     except ValueError as exc:
-        _fail(str(exc))
+        raise SettingsError(describe_validation_error(exc, "augment")) from None
     settings = settings.model_copy(update={"augment": augment_config})
     layout = Layout(settings.storage_dir)
     if not layout.split_manifest.exists():
@@ -755,11 +783,10 @@ def augment(
 
 
 def _latest_augmented(layout: Any, settings: Settings) -> Path | None:
-    from landmarks import split as split_core
-
-    key = opt.augment_options(settings).key(split_core.dataset_version(layout.split_manifest))
-    path = layout.augmented_dir / key
-    return path if (path / "manifest.json").exists() else None
+    """The augmentation to train with (see flows.options.find_augmentation); says which."""
+    path, note = opt.find_augmentation(settings.model_copy(update={"storage_dir": layout.root}))
+    typer.echo(note, err=True)
+    return path
 
 
 ModelNameOpt = Annotated[
@@ -811,6 +838,8 @@ def train(
     version = split_core.dataset_version(layout.split_manifest)
     augmented_dir = _latest_augmented(layout, settings)
     spec, train_opts = opt.model_spec(settings), opt.train_options(settings)
+    if run_id is not None:
+        opt.require_run(layout.runs_dir, run_id)
     run_id = run_id or registry.new_run_id(version)
     run_dir = registry.create_run(
         layout.runs_dir,
@@ -919,7 +948,10 @@ def runs(storage: StorageOpt = None, config: ConfigOpt = None) -> None:
     from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
-    for r in list_runs(Layout(settings.storage_dir).runs_dir):
+    found = list_runs(Layout(settings.storage_dir).runs_dir)
+    if not found:
+        typer.echo(f"no training runs in {Layout(settings.storage_dir).runs_dir} yet")
+    for r in found:
         top1 = f"{r['top1']:.4f}" if r.get("top1") is not None else "-"
         top3 = f"{r['top3']:.4f}" if r.get("top3") is not None else "-"
         mark = "*" if r.get("champion") else " "
@@ -988,6 +1020,8 @@ def export(
     from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
+    if model is not None and not model.is_file():
+        raise NotFound(f"model {model} not found")
     try:
         model_path = model or champion_model_path(Layout(settings.storage_dir).runs_dir)
         result = export_model(model_path, out, tuple(fmt or ("savedmodel", "tflite")))
@@ -1016,15 +1050,21 @@ def sweep(
     """Run a grid of training configurations as Prefect tasks and write a results table
     (markdown, CSV and a table artifact) with the original project's columns. A rerun skips
     finished trials and resumes an interrupted one."""
+    from landmarks.storage import Layout
+    from landmarks.sweep import load_sweep
+
     settings, overrides = _settings(config, storage)
     layout_root = settings.storage_dir
-    from flows.sweep import sweep as sweep_flow
-    from landmarks.storage import Layout
-
+    if not sweep_file.is_file():
+        raise NotFound(f"sweep file {sweep_file} not found")
+    try:
+        load_sweep(sweep_file, epoch_scale, only)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if not Layout(layout_root).split_manifest.exists():
         _fail("no split manifest: run `landmarks refresh` first")
-    if not sweep_file.is_file():
-        _fail(f"sweep file {sweep_file} not found")
+    from flows.sweep import sweep as sweep_flow
+
     augmented = _latest_augmented(Layout(layout_root), settings)
     result = sweep_flow(
         sweep_path=str(sweep_file),
@@ -1066,6 +1106,7 @@ def leakage(
         augmented_dir=str(augmented) if augmented else None,
     )
     typer.echo(Path(result["report_path"]).read_text())
+    typer.echo(f"report: {result['report_path']}")
 
 
 @app.command()
@@ -1079,6 +1120,7 @@ def serve(
     """Register the deployments (landmarks-refresh/weekly, landmarks-retrain/on-demand,
     landmarks-pipeline/full) and run them in this process, no work pool or worker needed.
     Set PREFECT_API_URL to a running `prefect server` first. Ctrl-C stops it."""
+    load_settings()  # a bad LANDMARKS_* variable or $LANDMARKS_CONFIG fails here, not in a run
     from flows.deploy import serve_all
 
     serve_all(refresh_cron=refresh_cron, timezone=timezone, limit=limit)
@@ -1096,6 +1138,7 @@ def deploy(
     """Register the deployments of prefect.yaml on a Prefect server (PREFECT_API_URL), after
     creating the process work pool and the concurrency limits (one training at a time). Then
     run `prefect worker start --pool landmarks`."""
+    load_settings()  # a bad LANDMARKS_* variable or $LANDMARKS_CONFIG fails here, not in a run
     from flows.deploy import deploy_all
 
     deploy_all(pool=pool, names=name)
@@ -1115,24 +1158,34 @@ def retrain(
 ) -> None:
     """Ask the Prefect server to retrain now: starts a run of the retrain deployment, which a
     worker (or `landmarks serve`) picks up. Prints the flow run id and where to follow it."""
+    _settings(config, storage, None, None, epochs, image_size, batch_size)
     from prefect.deployments import run_deployment
 
-    from flows.deploy import RetrainParameters, TrainingParameters
+    from flows.deploy import RetrainParameters, TrainingParameters, describe_retrain
 
     params = RetrainParameters(
         config_path=str(config.resolve()) if config else None,
         storage_dir=str(storage.resolve()) if storage else None,
         training=TrainingParameters(epochs=epochs, image_size=image_size, batch_size=batch_size),
     )
-    run = run_deployment(
-        deployment,
-        parameters={"params": params.model_dump(mode="json")},
-        timeout=None if wait else 0,
-        as_subflow=False,
-    )
-    typer.echo(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'scheduled'}")
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = run_deployment(
+            deployment,
+            parameters={"params": params.model_dump(mode="json")},
+            timeout=None if wait else 0,
+            as_subflow=False,
+        )
+    except ObjectNotFound:
+        raise NotFound(
+            f"no deployment {deployment} on the Prefect server: start `landmarks serve`, or "
+            "register it with `landmarks deploy` (and set PREFECT_API_URL to that server)"
+        ) from None
+    typer.echo(describe_retrain(run, wait))
     if wait and run.state and not run.state.is_completed():
-        _fail(f"retrain ended {run.state.name}: {run.state.message}")
+        reason = re.sub(r"^Flow run encountered an exception: ", "", run.state.message or "")
+        raise UserError(f"retrain ended {run.state.name}: {reason}")
 
 
 @app.command()
@@ -1186,6 +1239,7 @@ def suspects(
         typer.echo(f"{found.num_images} photos scored -> {found.path}")
     if json_out is not None:
         atomic_write_json(json_out, ranked)
+        typer.echo(f"json: {json_out}")
     for s in ranked[:top]:
         flags = f" [{' '.join(s['flags'])}]" if s["flags"] else ""
         typer.echo(f"{s['score']:+.2f}  {s['path']}  {s['label']} -> {s['suggested']}{flags}")

@@ -24,14 +24,12 @@ from typing import Any, Literal
 
 from prefect import flow
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from flows import options as opt
 from flows.refresh import DEFAULT_CRAWL_CONCURRENCY
 from flows.refresh import refresh as refresh_flow
-from landmarks.config import Settings, deep_merge, load_settings
-from landmarks.split import dataset_version as split_version
-from landmarks.storage import Layout
+from landmarks.config import Settings, check_keys, deep_merge, load_settings
 from tasks import _ui
 
 log = logging.getLogger(__name__)
@@ -51,6 +49,9 @@ CONCURRENCY_LIMITS = {"training": 1, "crawl": DEFAULT_CRAWL_CONCURRENCY}
 class DataParameters(BaseModel):
     """Where the data lives and comes from; unset fields fall back to the config file, the
     ``LANDMARKS_*`` environment, then the defaults."""
+
+    # A mistyped parameter is refused, never ignored (same for every model below).
+    model_config = ConfigDict(extra="forbid")
 
     config_path: str | None = Field(
         default=None, description="TOML config file (same sections as `landmarks --config`)."
@@ -79,6 +80,8 @@ class DataParameters(BaseModel):
 class TrainingParameters(BaseModel):
     """Training knobs most often changed for a retrain; the rest via the config file."""
 
+    model_config = ConfigDict(extra="forbid")
+
     model: str | None = Field(default=None, description="Model name (see `landmarks train`).")
     epochs: int | None = Field(default=None, ge=1)
     image_size: int | None = Field(default=None, ge=16, description="Model input side in px.")
@@ -88,6 +91,8 @@ class TrainingParameters(BaseModel):
 
 class RunnerParameters(BaseModel):
     """How the fan-out stages (per-class crawl, augmentation chunks) run."""
+
+    model_config = ConfigDict(extra="forbid")
 
     task_runner: Literal["threads", "dask"] = Field(
         default="threads",
@@ -123,6 +128,8 @@ class RefreshParameters(DataParameters):
 
 
 class RetrainParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     config_path: str | None = Field(default=None, description="TOML config file.")
     storage_dir: str | None = Field(default=None, description="Storage root (default ./storage).")
     training: TrainingParameters = Field(default_factory=TrainingParameters)
@@ -149,6 +156,7 @@ DEFAULT_PIPELINE = PipelineParameters()
 
 
 def data_overrides(p: DataParameters) -> dict[str, Any]:
+    check_keys(p.overrides, "the deployment parameter 'overrides'")
     values = {
         "storage_dir": p.storage_dir,
         "source": p.source,
@@ -178,13 +186,10 @@ def make_task_runner(r: RunnerParameters) -> Any:
 
 
 def latest_augmented_dir(settings: Settings) -> Path | None:
-    """The committed augmentation of the current split under these settings, if any."""
-    layout = Layout(settings.storage_dir.resolve())
-    if not layout.split_manifest.exists():
-        return None
-    key = opt.augment_options(settings).key(split_version(layout.split_manifest))
-    path = layout.augmented_dir / key
-    return path if (path / "manifest.json").exists() else None
+    """The committed augmentation to train with on the current split (logged: which, why)."""
+    path, note = opt.find_augmentation(settings)
+    log.info("%s", note)
+    return path
 
 
 def _run_training(
@@ -265,9 +270,10 @@ def refresh(params: RefreshParameters = DEFAULT_REFRESH) -> dict[str, Any]:
     return result
 
 
-@flow(name="landmarks-retrain", log_prints=True)
+@flow(name="landmarks-retrain", log_prints=True, persist_result=True)
 def retrain(params: RetrainParameters = DEFAULT_RETRAIN) -> dict[str, Any]:
     """Train and evaluate a model on the current split and its augmentation, on demand."""
+    check_keys(params.overrides, "the deployment parameter 'overrides'")
     overrides = deep_merge(
         deep_merge({"storage_dir": params.storage_dir}, training_overrides(params.training)),
         params.overrides,
@@ -288,6 +294,9 @@ def pipeline(params: PipelineParameters = DEFAULT_PIPELINE) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- operating
+
+# What `landmarks serve` runs: (flow, deployment name).
+SERVED = [(refresh, "weekly"), (retrain, "on-demand"), (pipeline, "full")]
 
 
 def ensure_concurrency_limits(limits: dict[str, int] | None = None) -> None:
@@ -322,12 +331,48 @@ def deploy_all(pool: str = WORK_POOL, names: list[str] | None = None) -> None:
     subprocess.run(cmd, cwd=PROJECT_ROOT, check=True, env=os.environ.copy())
 
 
+def release_pool_deployments(names: list[str]) -> list[str]:
+    """Delete the deployments of these names that `landmarks deploy` bound to a work pool.
+
+    `serve` registers the same names for its own process; upserting over a pool deployment
+    keeps the pool and drops the code location, and every run then crashed looking for its
+    code in '<repository>/None'. A served process replaces them (and says so); `landmarks
+    deploy` registers them for the pool again. Flow runs and their history stay.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    released = []
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                existing = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                client.delete_deployment(existing.id)
+                released.append(name)
+                log.warning(
+                    "deployment %s was registered for work pool %s by `landmarks deploy`: "
+                    "this process serves it now (`landmarks deploy` gives it back to the pool)",
+                    name,
+                    existing.work_pool_name,
+                )
+    return released
+
+
 def serve_all(refresh_cron: str = REFRESH_CRON, timezone: str = "UTC", limit: int = 2) -> None:
     """Register the three deployments and run them in this process until interrupted."""
+    import signal
+
     from prefect import serve
     from prefect.schedules import Cron
 
+    # Ctrl-C (SIGINT to the process group) stops serving, even when this process was started
+    # with SIGINT ignored (a background job of a shell script inherits that).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ensure_concurrency_limits()
+    release_pool_deployments([f"{f.name}/{d}" for f, d in SERVED])
     serve(
         refresh.to_deployment(
             name="weekly",
@@ -341,3 +386,37 @@ def serve_all(refresh_cron: str = REFRESH_CRON, timezone: str = "UTC", limit: in
         pipeline.to_deployment(name="full", description="Refresh then train.", tags=["pipeline"]),
         limit=limit,
     )
+
+
+def describe_retrain(run: Any, waited: bool) -> str:
+    """What `landmarks retrain` prints: the flow run, where to follow it and, once it has
+    finished, the new training run's id and test metrics and whether it became champion."""
+    from prefect.settings import PREFECT_UI_URL
+
+    state = run.state.name if run.state else "Scheduled"
+    ui = PREFECT_UI_URL.value()
+    lines = [
+        f"flow run {run.name} ({run.id}): {state}",
+        f"follow it: {ui}/runs/flow-run/{run.id}"
+        if ui
+        else f"follow it: prefect flow-run logs {run.id}",
+    ]
+    if waited and run.state and run.state.is_completed():
+        try:
+            result = run.state.result()
+        except Exception as exc:  # the result lives where the worker ran; say where to look
+            lines.append(f"metrics: in the flow run's artifacts ({exc.__class__.__name__})")
+        else:
+            top3 = result.get("top3")
+            crowned = (
+                "promoted to champion"
+                if result.get("promoted")
+                else f"champion stays {result.get('champion')}"
+            )
+            lines.append(
+                f"run {result['run_id']}: test top-1 {result['top1']:.4f}"
+                + (f", top-3 {top3:.4f}" if top3 is not None else "")
+                + f"; {crowned}"
+            )
+            lines.append(f"report: {result['report_path']}")
+    return "\n".join(lines)

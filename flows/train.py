@@ -42,6 +42,8 @@ def train(
     version = split_version(layout.split_manifest)
     spec = opt.model_spec(settings)
     train_opts = opt.train_options(settings)
+    if run_id is not None:
+        opt.require_run(layout.runs_dir, run_id)
     run_id = run_id or registry.new_run_id(version)
     run_dir = registry.create_run(
         layout.runs_dir,

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from landmarks.crawl.options import CrawlOptions
+from landmarks.errors import NotFound, SettingsError, closest
 
 CONFIG_ENV_VAR = "LANDMARKS_CONFIG"
 
@@ -198,7 +199,9 @@ class AugmentConfig(BaseModel):
     chunk_size: int = Field(default=500, ge=1, description="Images written per atomic chunk.")
     output_size: int = Field(default=256, ge=16, description="Side of the square outputs (px).")
     num_workers: int = Field(
-        default=1, ge=1, description="Processes augmenting chunks (one OpenCV thread each)."
+        default=1,
+        ge=0,
+        description="Processes augmenting chunks (one OpenCV thread each; 0: one per CPU).",
     )
     jpeg_quality: int = Field(default=92, ge=50, le=100)
     seed: int = 42
@@ -378,24 +381,40 @@ def load_settings(
 
     ``overrides`` is nested like the TOML file (``{"train": {"epochs": 3}}``); ``None`` values
     are dropped so unset CLI flags do not mask the file or the environment.
+
+    Raises :class:`~landmarks.errors.SettingsError` naming the key, where it came from and the
+    closest valid name for an unknown key in the file, the environment or ``overrides``, and
+    one readable line per refused value; :class:`~landmarks.errors.NotFound` for a missing file.
     """
     if config_path is not None and not Path(config_path).is_file():
-        raise FileNotFoundError(f"config file not found: {config_path}")
+        raise NotFound(f"config file not found: {config_path}")
     clean_overrides = _drop_none(overrides or {})
+    toml_path = Path(config_path) if config_path is not None else _toml_path()
+    if toml_path is not None:
+        if not toml_path.is_file():
+            raise NotFound(f"config file not found: {toml_path} (from ${CONFIG_ENV_VAR})")
+        try:
+            check_keys(read_toml(toml_path), f"config file {toml_path}")
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {toml_path} is not valid TOML: {exc}") from None
+    check_environment(os.environ)
+    check_keys(clean_overrides, "the overrides")
     previous = os.environ.get(CONFIG_ENV_VAR)
     try:
         if config_path is not None:
             os.environ[CONFIG_ENV_VAR] = str(config_path)
         base = Settings()
+        if not clean_overrides:
+            return base
+        return Settings.model_validate(deep_merge(base.model_dump(), clean_overrides))
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
     finally:
         if config_path is not None:
             if previous is None:
                 os.environ.pop(CONFIG_ENV_VAR, None)
             else:
                 os.environ[CONFIG_ENV_VAR] = previous
-    if not clean_overrides:
-        return base
-    return Settings.model_validate(deep_merge(base.model_dump(), clean_overrides))
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -413,3 +432,95 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
 def read_toml(path: Path) -> dict[str, Any]:
     with Path(path).open("rb") as fh:
         return tomllib.load(fh)
+
+
+# --------------------------------------------------------------------------- checking keys
+
+# LANDMARKS_* variables that are not settings.
+NON_SETTING_ENV = frozenset({CONFIG_ENV_VAR})
+NON_SETTING_ENV_PREFIXES = ("LANDMARKS_TEST_",)
+
+
+def _section_model(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    annotation = model.model_fields[name].annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _suggest(name: str, model: type[BaseModel], prefix: str) -> str:
+    hint = closest(name, model.model_fields)
+    if hint or model is not Settings:
+        return hint.replace("'", f"'{prefix}", 1) if hint and prefix else hint
+    # A top-level key that belongs in a section: `epochs = 2` means `[train] epochs = 2`.
+    for section in model.model_fields:
+        nested = _section_model(model, section)
+        if nested is not None and (hint := closest(name, nested.model_fields)):
+            return hint.replace("'", f"'{section}.", 1)
+    return ""
+
+
+def check_keys(
+    values: dict[str, Any], where: str, model: type[BaseModel] = Settings, prefix: str = ""
+) -> None:
+    """Refuse keys of ``values`` (nested like the TOML file) that are not settings."""
+    for key, value in values.items():
+        if key not in model.model_fields:
+            raise SettingsError(
+                f"unknown setting {prefix + key!r} in {where}{_suggest(key, model, prefix)}"
+            )
+        nested = _section_model(model, key)
+        if nested is not None and isinstance(value, dict):
+            check_keys(value, where, nested, f"{prefix}{key}.")
+
+
+def check_environment(environ: Any) -> None:
+    """Refuse ``LANDMARKS_*`` variables that name no setting (``__`` between nested names)."""
+    env_prefix = "LANDMARKS_"
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith(env_prefix) or upper in NON_SETTING_ENV:
+            continue
+        if upper.startswith(NON_SETTING_ENV_PREFIXES):
+            continue
+        model: type[BaseModel] | None = Settings
+        parts = variable[len(env_prefix) :].lower().split("__")
+        for i, part in enumerate(parts):
+            if model is None or part not in model.model_fields:
+                choices = (
+                    []
+                    if model is None
+                    else [
+                        env_prefix + "__".join([*parts[:i], name]).upper()
+                        for name in model.model_fields
+                    ]
+                )
+                raise SettingsError(
+                    f"unknown setting {variable} in the environment"
+                    f"{closest(upper, choices)}; unset it or fix its name"
+                )
+            model = _section_model(model, part)
+
+
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line for pydantic's errors: ``train.epochs must be >= 1 (got 0)``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in ([prefix] if prefix else []) + list(error["loc"]))
+        ctx = error.get("ctx") or {}
+        bound = next((f"must be {_BOUNDS[k]} {ctx[k]}" for k in _BOUNDS if k in ctx), None)
+        if error["type"] == "literal_error":
+            phrase = f"must be one of {ctx.get('expected')}"
+        elif error["type"] == "extra_forbidden":
+            phrase = "is not a setting"
+        elif bound:
+            phrase = bound
+        else:
+            msg = str(error["msg"]).removeprefix("Input should").removeprefix("Value error, ")
+            phrase = "should" + msg if msg != error["msg"] else msg[:1].lower() + msg[1:]
+        got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+        lines.append(f"{where} {phrase}{got}")
+    return "; ".join(lines)

@@ -89,8 +89,10 @@ def write_html(
     title: str,
     groups: list[GroupView],
     quarantined: list[QuarantineView],
+    conflict_note: str = "label conflict: removed from every class",
 ) -> Path:
-    """Write the page atomically and return its path."""
+    """Write the page atomically and return its path. ``conflict_note`` heads a group whose
+    copies carry different labels (the pipeline drops them; a folder check moves nothing)."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>",
@@ -109,7 +111,7 @@ def write_html(
     ]
     for g in groups[:MAX_GROUPS]:
         css = "group conflict" if g.conflict else "group"
-        head = "<p><b>label conflict: removed from every class</b></p>" if g.conflict else ""
+        head = f"<p><b>{html.escape(conflict_note)}</b></p>" if g.conflict else ""
         tiles = [_tile(g.keeper.path, g.keeper.label, g.keeper.note, "keeper")]
         tiles += [_tile(d.path, d.label, d.note) for d in g.duplicates]
         parts.append(f'<div class="{css}">{head}{"".join(tiles)}</div>')

@@ -296,7 +296,7 @@ def prepare_images(
             norm = images.load_normalized(Path(f), options.limits())
         except images.ImageRejected as exc:
             skipped.append({"path": str(f), "reason": exc.reason, "detail": exc.detail})
-            log.warning("skipped %s: %s", f, exc)
+            log.info("skipped %s: %s", f, exc)  # returned in `skipped`; callers report it
             continue
         out = images.fit_within(norm.image, options.max_side)
         dest = work_dir / f"{i:06d}.jpg"

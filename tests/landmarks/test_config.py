@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from landmarks.catalog import CatalogError, load_catalog
 from landmarks.config import load_settings
+from landmarks.errors import NotFound, SettingsError
 
 
 def test_defaults_match_the_original_project():
@@ -29,11 +29,61 @@ def test_precedence_flags_over_env_over_toml(tmp_path: Path, monkeypatch: pytest
     assert s.train.epochs == 3 and s.train.batch_size == 16
 
 
-def test_invalid_values_are_refused(tmp_path: Path):
-    with pytest.raises(ValidationError):
+def test_invalid_values_are_refused_in_one_readable_line(tmp_path: Path):
+    with pytest.raises(SettingsError) as err:
         load_settings(None, {"train": {"epochs": 0}})
-    with pytest.raises(FileNotFoundError):
+    assert str(err.value) == "train.epochs must be >= 1 (got 0)"
+    with pytest.raises(SettingsError, match=r"train.model must be one of 'original_cnn'"):
+        load_settings(None, {"train": {"model": "resnet"}})
+    with pytest.raises(NotFound):
         load_settings(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            "[trian]\nepochs = 2\n",
+            "unknown setting 'trian' in config file {path} (did you mean 'train'?)",
+        ),
+        (
+            "epochs = 2\n",
+            "unknown setting 'epochs' in config file {path} (did you mean 'train.epochs'?)",
+        ),
+        (
+            "[train]\nimage_sise = 64\n",
+            "unknown setting 'train.image_sise' in config file "
+            "{path} (did you mean 'train.image_size'?)",
+        ),
+    ],
+)
+def test_unknown_keys_in_a_config_file_are_errors(tmp_path: Path, toml: str, message: str):
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(SettingsError) as err:
+        load_settings(path)
+    assert str(err.value) == message.format(path=path)
+
+
+def test_unknown_environment_variables_and_overrides_are_errors(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LANDMARKS_TRAIN__EPOCS", "3")
+    with pytest.raises(
+        SettingsError,
+        match="LANDMARKS_TRAIN__EPOCS in the environment .did you mean 'LANDMARKS_TRAIN__EPOCHS'",
+    ):
+        load_settings()
+    monkeypatch.delenv("LANDMARKS_TRAIN__EPOCS")
+    monkeypatch.setenv("LANDMARKS_TRAIN__EPOCHS", "0")
+    with pytest.raises(SettingsError, match=r"^train.epochs must be >= 1 \(got '0'\)$"):
+        load_settings()
+    monkeypatch.delenv("LANDMARKS_TRAIN__EPOCHS")
+    with pytest.raises(
+        SettingsError, match="'dedup.treshold' in the overrides .did you mean 'dedup.threshold'"
+    ):
+        load_settings(None, {"dedup": {"treshold": 4}})
+    # Known names still work, nested tables (crawl.endpoints) included.
+    s = load_settings(None, {"crawl": {"endpoints": {"bing": "http://127.0.0.1:1/b"}}})
+    assert s.crawl.endpoints == {"bing": "http://127.0.0.1:1/b"}
 
 
 def test_default_catalog_has_the_17_original_landmarks():
