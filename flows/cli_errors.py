@@ -15,6 +15,7 @@ API log handler) still gets the full traceback, and only the console copy of the
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from typing import Any
@@ -117,6 +118,10 @@ class ErrorHandlingGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
+        except BrokenPipeError:
+            # The reader went away (`landmarks ... | head`): nothing to report, like any filter.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(code=141) from None
         except Exception as exc:
             code, message = describe(exc)
             if verbose:
