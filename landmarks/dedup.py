@@ -10,7 +10,11 @@ steps:
    among all images' dihedral hashes within ``threshold`` bits, with multi-index hashing;
 3. verification (:mod:`landmarks.verify`): a pair farther apart than ``sure_distance`` is
    kept only if ORB keypoints agree on a similarity transform and the aligned pixels
-   correlate, which separates a copy from a second photo taken from the same spot.
+   correlate, which separates a copy from a second photo taken from the same spot;
+4. local features (:mod:`landmarks.dedup_features`), for what no global hash sees (crops
+   anywhere, small rotations, overlays, and chains of these): ORB descriptors of every image
+   and its mirror vote, through an inverted index, for the images they share features with,
+   and the best-voted pairs not already grouped are verified as in 3 (any rotation).
 
 Groups are the connected components of the confirmed pairs. A group whose members carry
 different labels is a label conflict: every member is dropped and reported.
@@ -24,13 +28,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import imagehash
 import numpy as np
 from PIL import Image
 
-from landmarks import hamming, hashing, images
+from landmarks import dedup_features, feature_index, features, hamming, hashing, images
 from landmarks import verify as verifier
 from landmarks.storage import (
     Layout,
@@ -45,6 +49,8 @@ from landmarks.storage import (
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+J = TypeVar("J")
+R = TypeVar("R")
 NUM_VARIANTS = hashing.NUM_DIHEDRAL
 HASH_VERSION = 2  # bump when the hash computation changes, so cached hashes are redone
 
@@ -58,10 +64,23 @@ class DedupOptions:
     crop_fractions: tuple[float, ...] = hashing.DEFAULT_CROPS
     num_workers: int = 1
     verify_options: verifier.VerifyOptions = field(default_factory=verifier.VerifyOptions)
+    local_features: bool = True
+    num_features: int = features.NUM_FEATURES
+    index_options: feature_index.IndexOptions = field(
+        default_factory=feature_index.IndexOptions
+    )
 
     def key(self) -> dict[str, Any]:
         """What the result depends on (not how many processes computed it)."""
+        route = {}
+        if self.local_features:
+            route = {
+                "features": [self.num_features, features.FEATURE_VERSION],
+                "index_options": sorted(vars(self.index_options).items()),
+                "feature_verify": sorted(vars(dedup_features.FEATURE_VERIFY).items()),
+            }
         return {
+            **route,
             "hash_size": self.hash_size,
             "threshold": self.threshold,
             "sure_distance": self.sure_distance,
@@ -93,7 +112,7 @@ class Pair:
     j: int
     distance: int
     variant: int
-    how: str  # "exact", "hash" (within sure_distance) or "verified"
+    how: str  # "exact", "hash" (within sure_distance), "verified" or "features"
 
 
 def dihedral_phashes(im: Image.Image, hash_size: int = 8) -> list[str]:
@@ -233,6 +252,53 @@ def confirm_pairs(
     return confirmed, new_records
 
 
+def feature_pairs(
+    feats: Sequence[features.LocalFeatures],
+    hashes: Sequence[hashing.ImageHashes],
+    paths: Sequence[Path],
+    confirmed: Sequence[Pair],
+    options: DedupOptions,
+    cache: dict[tuple[str, str, int], bool] | None = None,
+    keys: Sequence[str] | None = None,
+) -> tuple[list[Pair], list[dict[str, Any]]]:
+    """Pairs the local features find and verify, beyond the ``confirmed`` ones.
+
+    Candidates are taken best-voted first; one whose images are already in one group (by the
+    confirmed pairs or an earlier feature pair) needs no verification. Returns (new pairs,
+    new verification records for a cache keyed by ``keys``; ``variant`` 8 or 9: features,
+    as is or mirrored).
+    """
+    if not options.local_features or len(feats) < 2:
+        return [], []
+    groups = UnionFind(len(feats))
+    for p in confirmed:
+        groups.union(p.i, p.j)
+    found = dedup_features.candidates(feats, options.index_options)
+    pixels = dedup_features.pixel_loader(paths)
+    pairs: list[Pair] = []
+    new_records: list[dict[str, Any]] = []
+    for c in found:
+        if groups.find(c.a) == groups.find(c.b):
+            continue
+        variant = 8 + int(c.mirrored)
+        cache_key = (keys[c.a], keys[c.b], variant) if keys is not None else None
+        if cache is not None and cache_key in cache:
+            ok = cache[cache_key]
+        else:
+            result = dedup_features.verify_candidate(c, feats, pixels)
+            ok = result.ok
+            log.debug("features %s ~ %s (%d votes): %s", paths[c.a], paths[c.b], c.votes, result)
+            if cache_key is not None:
+                new_records.append(
+                    {"a": cache_key[0], "b": cache_key[1], "variant": variant, "ok": ok}
+                )
+        if ok:
+            groups.union(c.a, c.b)
+            distance = pair_distance(hashes[c.a], hashes[c.b])
+            pairs.append(Pair(c.a, c.b, distance, 4 * int(c.mirrored), "features"))
+    return pairs, new_records
+
+
 def pair_distance(a: hashing.ImageHashes, b: hashing.ImageHashes) -> int:
     """Smallest distance between one image's own/crop hashes and the other's variants."""
     best = 1 << 30
@@ -353,19 +419,44 @@ def hash_files(
 ) -> list[hashing.ImageHashes]:
     """Hash files (reduced decode), in ``options.num_workers`` processes (0: one per CPU)."""
     jobs = [(Path(p), options.hash_size, options.crop_fractions) for p in paths]
-    workers = options.num_workers or os.cpu_count() or 1
-    out: list[hashing.ImageHashes] = []
+    return _pool_map(_hash_one, jobs, options.num_workers, progress, on_hashed)
+
+
+def _features_one(args: tuple[Path, int]) -> features.LocalFeatures:
+    return features.extract_path(*args)
+
+
+def feature_files(
+    paths: Sequence[Path],
+    options: DedupOptions,
+    progress: Progress | None = None,
+    on_done: Callable[[int, features.LocalFeatures], None] | None = None,
+) -> list[features.LocalFeatures]:
+    """ORB features of files (reduced decode), in ``options.num_workers`` processes."""
+    jobs = [(Path(p), options.num_features) for p in paths]
+    return _pool_map(_features_one, jobs, options.num_workers, progress, on_done)
+
+
+def _pool_map(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    num_workers: int,
+    progress: Progress | None,
+    on_item: Callable[[int, R], None] | None,
+) -> list[R]:
+    workers = num_workers or os.cpu_count() or 1
+    out: list[R] = []
     if workers <= 1 or len(jobs) < 64:
-        results: Iterable[hashing.ImageHashes] = map(_hash_one, jobs)
+        results: Iterable[R] = map(fn, jobs)
         pool = None
     else:
         pool = ProcessPoolExecutor(workers)
-        results = pool.map(_hash_one, jobs, chunksize=32)
+        results = pool.map(fn, jobs, chunksize=32)
     try:
-        for i, h in enumerate(results):
-            out.append(h)
-            if on_hashed:
-                on_hashed(i, h)
+        for i, item in enumerate(results):
+            out.append(item)
+            if on_item:
+                on_item(i, item)
             if progress:
                 progress(i + 1, len(jobs))
     finally:
@@ -441,6 +532,25 @@ def dedup_clean(
         [r["sha256"] for r in records],
     )
     append_jsonl(verified_path, [{**c, "options": vkey} for c in new_checks])
+    if options.local_features:
+        feats = _cached_features(layout, records, options, progress)
+        fkey = digest_records([{"f": options.key()["feature_verify"]}])[:12]
+        checked = {
+            (r["a"], r["b"], r["variant"]): r["ok"]
+            for r in read_jsonl(verified_path)
+            if r.get("options") == fkey
+        }
+        more, new_checks = feature_pairs(
+            feats,
+            hashes,
+            [layout.clean_dir / r["path"] for r in records],
+            pairs,
+            options,
+            checked,
+            [r["sha256"] for r in records],
+        )
+        append_jsonl(verified_path, [{**c, "options": fkey} for c in new_checks])
+        pairs = pairs + more
 
     groups, kept = find_groups(records, hashes, pairs)
     report_groups = []
@@ -479,7 +589,8 @@ def dedup_clean(
         "num_duplicates": sum(len(g["duplicates"]) for g in report_groups),
         "num_candidates": len(candidates),
         "num_verified": sum(1 for p in pairs if p.how == "verified"),
-        "num_rejected": len(candidates) - len(pairs),
+        "num_rejected": len(candidates) - sum(1 for p in pairs if p.how != "features"),
+        "num_feature_pairs": sum(1 for p in pairs if p.how == "features"),
         "groups": report_groups,
         "label_conflicts": conflicts,
     }
@@ -509,6 +620,33 @@ def dedup_clean(
         len(candidates),
     )
     return _result_from_report(report, layout, kept_path, html_path, reused=False)
+
+
+def _cached_features(
+    layout: Layout,
+    records: Sequence[dict[str, Any]],
+    options: DedupOptions,
+    progress: Progress | None = None,
+) -> list[features.LocalFeatures]:
+    """Every record's local features, from ``dedup/features`` or computed (new images only)."""
+    cache = dedup_features.FeatureCache(layout.dedup_dir / "features", options.num_features)
+    found: dict[str, features.LocalFeatures] = {}
+    for r in records:
+        if r["sha256"] not in found:
+            f = cache.get(r["sha256"])
+            if f is not None:
+                found[r["sha256"]] = f
+    todo = sorted(
+        {r["sha256"]: r for r in records if r["sha256"] not in found}.values(),
+        key=lambda r: r["path"],
+    )
+
+    def remember(i: int, f: features.LocalFeatures) -> None:
+        found[todo[i]["sha256"]] = f
+        cache.put(todo[i]["sha256"], f)
+
+    feature_files([layout.clean_dir / r["path"] for r in todo], options, progress, remember)
+    return [found[r["sha256"]] for r in records]
 
 
 def _candidates(hashes: Sequence[hashing.ImageHashes], options: DedupOptions) -> list[Pair]:
@@ -567,16 +705,17 @@ class FolderResult:
         }
 
 
-def _scan_one(
-    args: tuple[Path, images.ImageLimits, int, tuple[float, ...]],
-) -> tuple[dict[str, Any], hashing.ImageHashes | None]:
-    path, limits, hash_size, crops = args
+ScanResult = tuple[dict[str, Any], hashing.ImageHashes | None, features.LocalFeatures | None]
+
+
+def _scan_one(args: tuple[Path, images.ImageLimits, int, tuple[float, ...], int]) -> ScanResult:
+    path, limits, hash_size, crops, num_features = args
     try:
         norm = images.load_normalized(path, limits)
     except images.ImageRejected as exc:
-        return {"reason": exc.reason, "detail": exc.detail}, None
+        return {"reason": exc.reason, "detail": exc.detail}, None, None
     except OSError as exc:  # unreadable on disk (permissions, a vanished file)
-        return {"reason": images.UNREADABLE, "detail": str(exc)}, None
+        return {"reason": images.UNREADABLE, "detail": str(exc)}, None, None
     im = norm.image
     info = {
         "pixel_hash": images.pixel_hash(im),
@@ -585,7 +724,8 @@ def _scan_one(
         "raw_bytes": path.stat().st_size,
         "animated": norm.animated,
     }
-    return info, hashing.hash_image(im, hash_size, crops)
+    feats = features.extract_image(im, num_features) if num_features else None
+    return info, hashing.hash_image(im, hash_size, crops), feats
 
 
 def list_files(root: Path) -> list[Path]:
@@ -613,7 +753,8 @@ def dedup_folder(
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
     files = list_files(root)
-    jobs = [(p, limits, options.hash_size, options.crop_fractions) for p in files]
+    num_features = options.num_features if options.local_features else 0
+    jobs = [(p, limits, options.hash_size, options.crop_fractions, num_features) for p in files]
     workers = options.num_workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) >= 64:
         with ProcessPoolExecutor(workers) as pool:
@@ -630,9 +771,10 @@ def dedup_folder(
                 progress(i + 1, len(jobs))
     records: list[dict[str, Any]] = []
     hashes: list[hashing.ImageHashes] = []
+    feats: list[features.LocalFeatures] = []
     paths: list[Path] = []
     quarantined: list[dict[str, str]] = []
-    for path, (info, h) in zip(files, scanned, strict=True):
+    for path, (info, h, f) in zip(files, scanned, strict=True):
         rel = path.relative_to(root).as_posix()
         if h is None:
             quarantined.append({"path": rel, **info})
@@ -640,10 +782,13 @@ def dedup_folder(
         parts = path.relative_to(root).parts
         records.append({**info, "path": rel, "class": parts[0] if len(parts) > 1 else ""})
         hashes.append(h)
+        if f is not None:
+            feats.append(f)
         paths.append(path)
     candidates = _candidates(hashes, options)
     pairs, _ = confirm_pairs(candidates, paths, options)
-    found, _ = find_groups(records, hashes, pairs)
+    more, _ = feature_pairs(feats, hashes, paths, pairs, options)
+    found, _ = find_groups(records, hashes, pairs + more)
     groups = []
     for g in sorted(found, key=lambda g: records[g["keeper"]]["path"]):
         groups.append(
