@@ -28,7 +28,7 @@ class IndexOptions:
     bits: int = 22
     max_bucket: int = 8
     max_distance: int = 48
-    min_votes: int = 5
+    min_votes: int = 4
     top_k: int = 3
     seed: int = 20261129
 
@@ -102,6 +102,9 @@ class FeatureIndex:
         self.starts: list[np.ndarray] = []
         self.sizes: list[np.ndarray] = []
         self.postings: list[np.ndarray] = []
+        # how many descriptors share each image's keys: images of generic corners (foliage,
+        # windows) collect votes from everything, so their votes count for less
+        crowd = np.zeros(self.num_images, dtype=np.float64)
         for positions in self.positions:
             keys = descriptor_keys(stacked, positions)
             sizes = np.bincount(keys, minlength=1 << options.bits).astype(np.int32)
@@ -109,9 +112,11 @@ class FeatureIndex:
             np.cumsum(sizes[:-1], out=starts[1:])
             order = np.argsort(keys, kind="stable")
             sizes[sizes > options.max_bucket] = 0  # stop words
+            np.add.at(crowd, owner, sizes[keys])
             self.starts.append(starts)
             self.sizes.append(sizes)
             self.postings.append(order.astype(np.int32))
+        self.crowd = np.sqrt(crowd + 1.0)
 
     def votes(self, query_sets: Sequence[np.ndarray], chunk: int = 2048) -> Votes:
         """Votes of every query image (its descriptors) for every indexed image it shares a
@@ -165,8 +170,8 @@ class FeatureIndex:
         q, db = unique // n + start, unique % n
         keep = (votes >= self.options.min_votes) & (q != db)
         q, db, votes = q[keep], db[keep], votes[keep]
-        # the top_k per query: sort by (query, -votes) and take the first k of each query
-        order = np.lexsort((-votes, q))
+        # the top_k per query by votes over the indexed image's crowding
+        order = np.lexsort((-votes / self.crowd[db], q))
         q, db, votes = q[order], db[order], votes[order]
         rank = np.arange(len(q)) - np.searchsorted(q, q, side="left")
         keep = rank < self.options.top_k
