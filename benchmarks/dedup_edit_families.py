@@ -32,7 +32,9 @@ def square(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
     side = round(min(w, h) * rng.choice([1.0, rng.uniform(0.6, 1.0)]))
     left, top = (w - side) // 2, (h - side) // 2
     size = rng.choice(TRAINING_SIDES)
-    out = im.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
+    out = im.crop((left, top, left + side, top + side)).resize(
+        (size, size), Image.Resampling.BICUBIC
+    )
     return out, f"square {side}->{size}"
 
 
@@ -81,8 +83,12 @@ def overlay(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
         bh = max(4, round(h * share))
         top = h - bh if rng.random() < 0.7 else 0
         draw.rectangle((0, top, w, top + bh), fill=colour)
-        draw.text((w * 0.03, top + bh * 0.15), "© www.travel-photos.example  #landmark",
-                  fill=text_colour, font_size=max(8, int(bh * 0.6)))
+        draw.text(
+            (w * 0.03, top + bh * 0.15),
+            "© www.travel-photos.example  #landmark",
+            fill=text_colour,
+            font_size=max(8, int(bh * 0.6)),
+        )
         return out, f"band {share:.2f}"
     aspect = rng.uniform(1.0, 3.0)
     lh = max(4, round(math.sqrt(w * h * share / aspect)))
@@ -92,7 +98,9 @@ def overlay(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
         draw.rounded_rectangle((left, top, left + lw, top + lh), radius=lh // 4, fill=colour)
     else:
         draw.ellipse((left, top, left + lw, top + lh), fill=colour)
-    draw.text((left + lw * 0.1, top + lh * 0.25), "LOGO", fill=text_colour, font_size=max(8, lh // 2))
+    draw.text(
+        (left + lw * 0.1, top + lh * 0.25), "LOGO", fill=text_colour, font_size=max(8, lh // 2)
+    )
     return out, f"logo {share:.2f}"
 
 

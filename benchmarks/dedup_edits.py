@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +193,74 @@ def bench_throughput(root: Path, workers: int) -> None:
             num = result.num_files
     for label, local in (("ours before (hashes + ORB verify)", False), ("ours", True)):
         t = times[local]
-        print(f"{label:36s} {num / t:7.0f} img/s  ({t:.1f} s; {times[False] / t:.2f}x before's speed)")
+        print(
+            f"{label:36s} {num / t:7.0f} img/s  ({t:.1f} s; {times[False] / t:.2f}x before's speed)"
+        )
+
+
+def bench_scale(root: Path, num_images: int, planted: int = 2000) -> None:
+    """Index build + search of ``num_images`` images' synthetic ORB descriptors.
+
+    Made like this: the real photos' own ORB descriptors (as the dedup computes them) form a
+    pool; every synthetic image gets ``NUM_FEATURES`` descriptors drawn from the pool with 8%
+    of their bits flipped (so the skew of real descriptors, which crowds buckets, is kept).
+    Image ``k < planted`` is a crop-like copy of image ``planted + k``: 40 of its descriptors
+    are the other's with 10% of bits flipped. Mirror descriptors (the second query set) are
+    drawn the same way. Peak memory is this process's maximum resident set, features
+    included.
+    """
+    import resource
+
+    from landmarks import feature_index, features
+
+    rng = np.random.default_rng(0)
+    files = sorted(p for p in root.rglob("*") if p.is_file())[::4]
+    pool = np.concatenate([features.extract_path(p).descriptors for p in files])
+    k = features.NUM_FEATURES
+
+    def synthetic(count: int, seed: int) -> np.ndarray:
+        r = np.random.default_rng(seed)
+        picked = pool[r.integers(0, len(pool), size=count * k)]
+        flips = np.packbits(r.random((count * k, 256)) < 0.08, axis=1)
+        return picked ^ flips
+
+    base = np.empty((num_images * k, 32), np.uint8)
+    step = 5000
+    for s in range(0, num_images, step):
+        base[s * k : min(num_images, s + step) * k] = synthetic(min(step, num_images - s), s)
+    for j in range(planted):
+        src = base[(planted + j) * k : (planted + j) * k + 40]
+        noise = np.packbits(rng.random((40, 256)) < 0.1, axis=1)
+        base[j * k : j * k + 40] = src ^ noise
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"\n== scale: {num_images} images x {k} synthetic ORB descriptors "
+        f"({base.nbytes / 2**20:.0f} MiB of descriptors; {rss_before:.0f} MiB resident) =="
+    )
+    options = feature_index.IndexOptions()
+    start = time.perf_counter()
+    index = feature_index.FeatureIndex.from_stacked(base, np.full(num_images, k), options)
+    t_build = time.perf_counter() - start
+    start = time.perf_counter()
+    found = set()
+    chunk = 512
+    for mirrored in (False, True):
+        for s in range(0, num_images, chunk):
+            e = min(num_images, s + chunk)
+            if mirrored:
+                queries = synthetic(e - s, 10_000_000 + s).reshape(e - s, k, 32)
+            else:
+                queries = base[s * k : e * k].reshape(e - s, k, 32)
+            v = index.votes(list(queries), first=s)
+            found.update(zip(v.query.tolist(), v.db.tolist(), strict=True))
+    t_search = time.perf_counter() - start
+    recall = sum(((j, planted + j) in found or (planted + j, j) in found) for j in range(planted))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"build {t_build:.1f} s, search (as is + mirror queries) {t_search:.1f} s, total "
+        f"{t_build + t_search:.1f} s; {len(found)} candidate pairs; planted recall "
+        f"{recall / planted:.3f}; peak memory {peak:.0f} MiB"
+    )
 
 
 def main() -> None:
@@ -202,13 +270,16 @@ def main() -> None:
     )
     parser.add_argument("--per-photo", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "quality"])
+    parser.add_argument("--scale", type=int, default=100_000, help="images in the scale part")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "quality", "scale"])
     args = parser.parse_args()
     files = sorted(p for p in args.real.rglob("*") if p.is_file())
     if "throughput" not in args.skip:
         bench_throughput(args.real, args.workers)
     if "quality" not in args.skip:
         bench_quality(files, args.real, args.per_photo, args.workers)
+    if "scale" not in args.skip:
+        bench_scale(args.real, args.scale)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from landmarks import dedup_features, feature_index, features, hamming, hashing, images
+from landmarks import dedup_features, feature_index, features, hamming, hashing
 from landmarks import verify as verifier
 from landmarks.storage import (
     Layout,
@@ -66,9 +66,7 @@ class DedupOptions:
     verify_options: verifier.VerifyOptions = field(default_factory=verifier.VerifyOptions)
     local_features: bool = True
     num_features: int = features.NUM_FEATURES
-    index_options: feature_index.IndexOptions = field(
-        default_factory=feature_index.IndexOptions
-    )
+    index_options: feature_index.IndexOptions = field(default_factory=feature_index.IndexOptions)
 
     def key(self) -> dict[str, Any]:
         """What the result depends on (not how many processes computed it)."""
@@ -263,10 +261,10 @@ def feature_pairs(
 ) -> tuple[list[Pair], list[dict[str, Any]]]:
     """Pairs the local features find and verify, beyond the ``confirmed`` ones.
 
-    Candidates are taken best-voted first; one whose images are already in one group (by the
-    confirmed pairs or an earlier feature pair) needs no verification. Returns (new pairs,
-    new verification records for a cache keyed by ``keys``; ``variant`` 8 or 9: features,
-    as is or mirrored).
+    Candidates are taken best-voted first, in blocks (verified in ``options.num_workers``
+    processes); one whose images are already in one group (by the confirmed pairs or an
+    earlier block) needs no verification. Returns (new pairs, new verification records for a
+    cache keyed by ``keys``; ``variant`` 8 or 9: features, as is or mirrored).
     """
     if not options.local_features or len(feats) < 2:
         return [], []
@@ -274,28 +272,45 @@ def feature_pairs(
     for p in confirmed:
         groups.union(p.i, p.j)
     found = dedup_features.candidates(feats, options.index_options)
-    pixels = dedup_features.pixel_loader(paths)
+    workers = options.num_workers or os.cpu_count() or 1
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(found) >= 256 else None
     pairs: list[Pair] = []
     new_records: list[dict[str, Any]] = []
-    for c in found:
-        if groups.find(c.a) == groups.find(c.b):
-            continue
-        variant = 8 + int(c.mirrored)
-        cache_key = (keys[c.a], keys[c.b], variant) if keys is not None else None
-        if cache is not None and cache_key in cache:
-            ok = cache[cache_key]
-        else:
-            result = dedup_features.verify_candidate(c, feats, pixels)
-            ok = result.ok
-            log.debug("features %s ~ %s (%d votes): %s", paths[c.a], paths[c.b], c.votes, result)
-            if cache_key is not None:
-                new_records.append(
-                    {"a": cache_key[0], "b": cache_key[1], "variant": variant, "ok": ok}
+    try:
+        for start in range(0, len(found), 512):
+            block = [c for c in found[start : start + 512] if groups.find(c.a) != groups.find(c.b)]
+            outcome: dict[int, bool] = {}
+            todo = []
+            for k, c in enumerate(block):
+                cache_key = (keys[c.a], keys[c.b], 8 + int(c.mirrored)) if keys else None
+                if cache is not None and cache_key in cache:
+                    outcome[k] = cache[cache_key]
+                else:
+                    todo.append(k)
+            results = dedup_features.verify_many([block[k] for k in todo], feats, paths, pool)
+            for k, result in zip(todo, results, strict=True):
+                c = block[k]
+                outcome[k] = result.ok
+                log.debug(
+                    "features %s ~ %s (%d votes): %s", paths[c.a], paths[c.b], c.votes, result
                 )
-        if ok:
-            groups.union(c.a, c.b)
-            distance = pair_distance(hashes[c.a], hashes[c.b])
-            pairs.append(Pair(c.a, c.b, distance, 4 * int(c.mirrored), "features"))
+                if keys is not None:
+                    new_records.append(
+                        {
+                            "a": keys[c.a],
+                            "b": keys[c.b],
+                            "variant": 8 + int(c.mirrored),
+                            "ok": result.ok,
+                        }
+                    )
+            for k, c in enumerate(block):
+                if outcome[k] and groups.find(c.a) != groups.find(c.b):
+                    groups.union(c.a, c.b)
+                    distance = pair_distance(hashes[c.a], hashes[c.b])
+                    pairs.append(Pair(c.a, c.b, distance, 4 * int(c.mirrored), "features"))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return pairs, new_records
 
 
@@ -673,146 +688,7 @@ def _result_from_report(
     )
 
 
-# --- the standalone command: any folder tree, no pipeline storage ---------------------------
+# The standalone command (any folder tree, no pipeline storage) lives in its own module.
+from landmarks.dedup_folder import FolderResult, dedup_folder, list_files  # noqa: E402
 
-
-@dataclass(frozen=True)
-class FolderResult:
-    root: Path
-    num_files: int
-    num_images: int
-    groups: list[dict[str, Any]]  # {"keeper": rel, "duplicates": [{"path", "distance", "match"}]}
-    quarantined: list[dict[str, str]]  # {"path": rel, "reason": code, "detail": text}
-
-    @property
-    def num_duplicates(self) -> int:
-        return sum(len(g["duplicates"]) for g in self.groups)
-
-    def to_json(self) -> dict[str, Any]:
-        """The documented output: paths relative to the folder."""
-        return {
-            "groups": [
-                {"keeper": g["keeper"], "duplicates": [d["path"] for d in g["duplicates"]]}
-                for g in self.groups
-            ],
-            "quarantined": [{"path": q["path"], "reason": q["reason"]} for q in self.quarantined],
-            "details": {
-                "groups": self.groups,
-                "quarantined": self.quarantined,
-                "num_files": self.num_files,
-                "num_images": self.num_images,
-            },
-        }
-
-
-ScanResult = tuple[dict[str, Any], hashing.ImageHashes | None, features.LocalFeatures | None]
-
-
-def _scan_one(args: tuple[Path, images.ImageLimits, int, tuple[float, ...], int]) -> ScanResult:
-    path, limits, hash_size, crops, num_features = args
-    try:
-        norm = images.load_normalized(path, limits)
-    except images.ImageRejected as exc:
-        return {"reason": exc.reason, "detail": exc.detail}, None, None
-    except OSError as exc:  # unreadable on disk (permissions, a vanished file)
-        return {"reason": images.UNREADABLE, "detail": str(exc)}, None, None
-    im = norm.image
-    info = {
-        "pixel_hash": images.pixel_hash(im),
-        "source_width": im.size[0],
-        "source_height": im.size[1],
-        "raw_bytes": path.stat().st_size,
-        "animated": norm.animated,
-    }
-    feats = features.extract_image(im, num_features) if num_features else None
-    return info, hashing.hash_image(im, hash_size, crops), feats
-
-
-def list_files(root: Path) -> list[Path]:
-    """Every regular file under ``root``, hidden ones skipped, in a stable order."""
-    return sorted(
-        p
-        for p in Path(root).rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-
-
-def dedup_folder(
-    root: Path,
-    options: DedupOptions,
-    limits: images.ImageLimits,
-    progress: Progress | None = None,
-) -> FolderResult:
-    """Dedup any folder tree in place of a pipeline run: decode and check every file (the
-    clean stage's rules), then group exact and near duplicates. Nothing is written or moved.
-
-    Files in different top-level folders are taken as different labels: a group across them
-    is flagged ``label_conflict``.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder")
-    files = list_files(root)
-    num_features = options.num_features if options.local_features else 0
-    jobs = [(p, limits, options.hash_size, options.crop_fractions, num_features) for p in files]
-    workers = options.num_workers or os.cpu_count() or 1
-    if workers > 1 and len(jobs) >= 64:
-        with ProcessPoolExecutor(workers) as pool:
-            scanned = []
-            for i, item in enumerate(pool.map(_scan_one, jobs, chunksize=16)):
-                scanned.append(item)
-                if progress:
-                    progress(i + 1, len(jobs))
-    else:
-        scanned = []
-        for i, job in enumerate(jobs):
-            scanned.append(_scan_one(job))
-            if progress:
-                progress(i + 1, len(jobs))
-    records: list[dict[str, Any]] = []
-    hashes: list[hashing.ImageHashes] = []
-    feats: list[features.LocalFeatures] = []
-    paths: list[Path] = []
-    quarantined: list[dict[str, str]] = []
-    for path, (info, h, f) in zip(files, scanned, strict=True):
-        rel = path.relative_to(root).as_posix()
-        if h is None:
-            quarantined.append({"path": rel, **info})
-            continue
-        parts = path.relative_to(root).parts
-        records.append({**info, "path": rel, "class": parts[0] if len(parts) > 1 else ""})
-        hashes.append(h)
-        if f is not None:
-            feats.append(f)
-        paths.append(path)
-    candidates = _candidates(hashes, options)
-    pairs, _ = confirm_pairs(candidates, paths, options)
-    more, _ = feature_pairs(feats, hashes, paths, pairs, options)
-    found, _ = find_groups(records, hashes, pairs + more)
-    groups = []
-    for g in sorted(found, key=lambda g: records[g["keeper"]]["path"]):
-        groups.append(
-            {
-                "keeper": records[g["keeper"]]["path"],
-                "duplicates": [
-                    {"path": records[k]["path"], "distance": d, "match": how}
-                    for k, d, how in sorted(g["members"], key=lambda m: records[m[0]]["path"])
-                ],
-                "label_conflict": len(g["classes"]) > 1,
-            }
-        )
-    log.info(
-        "dedup %s: %d files, %d quarantined, %d duplicates in %d groups",
-        root,
-        len(files),
-        len(quarantined),
-        sum(len(g["duplicates"]) for g in groups),
-        len(groups),
-    )
-    return FolderResult(
-        root=root,
-        num_files=len(files),
-        num_images=len(records),
-        groups=groups,
-        quarantined=quarantined,
-    )
+__all__ = ["FolderResult", "dedup_folder", "list_files"]

@@ -11,6 +11,7 @@ photo of the same place from the same spot is not.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,8 +24,10 @@ from landmarks.storage import atomic_write_bytes
 
 # A copy's keypoints may be turned by any angle (ORB is rotation invariant); the aligned
 # pixels still have to correlate, which a different photo of the same place does not.
-FEATURE_VERIFY = verifier.VerifyOptions(max_rotation_deg=180.0, min_inliers=10)
-MIN_TILE_CORRELATION = 0.8
+FEATURE_VERIFY = verifier.VerifyOptions(
+    max_rotation_deg=180.0, min_inliers=10, min_inlier_ratio=0.55
+)
+MIN_TILE_CORRELATION = 0.85
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,9 @@ def candidates(
         (True, [f.mirror_descriptors for f in feats]),
     ):
         found = index.votes(queries)
-        for q, db, v in zip(found.query.tolist(), found.db.tolist(), found.votes.tolist(), strict=True):
+        for q, db, v in zip(
+            found.query.tolist(), found.db.tolist(), found.votes.tolist(), strict=True
+        ):
             key = (min(q, db), max(q, db))
             if key not in best or best[key].votes < v:
                 best[key] = FeatureCandidate(db, q, v, mirrored)
@@ -88,6 +93,28 @@ def verify_candidate(
         options,
         min_tiles,
     )
+
+
+def _verify_job(
+    job: tuple[FeatureCandidate, features.LocalFeatures, features.LocalFeatures, Path, Path],
+) -> verifier.Verification:
+    c, fa, fb, path_a, path_b = job
+    pixels = pixel_loader([path_a, path_b])
+    return verify_candidate(FeatureCandidate(0, 1, c.votes, c.mirrored), [fa, fb], pixels)
+
+
+def verify_many(
+    found: Sequence[FeatureCandidate],
+    feats: Sequence[features.LocalFeatures],
+    paths: Sequence[Path],
+    pool: Executor | None = None,
+) -> list[verifier.Verification]:
+    """``verify_candidate`` of every candidate, in ``pool`` when given."""
+    if pool is None:
+        pixels = pixel_loader(paths)
+        return [verify_candidate(c, feats, pixels) for c in found]
+    jobs = [(c, feats[c.a], feats[c.b], paths[c.a], paths[c.b]) for c in found]
+    return list(pool.map(_verify_job, jobs, chunksize=16))
 
 
 def pixel_loader(paths: Sequence[Path]) -> Callable[[int], np.ndarray]:

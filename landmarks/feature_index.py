@@ -88,15 +88,28 @@ class FeatureIndex:
     """Inverted index of every image's descriptors, one bucket table per key."""
 
     def __init__(self, descriptor_sets: Sequence[np.ndarray], options: IndexOptions) -> None:
-        self.options = options
-        self.num_images = len(descriptor_sets)
-        self.positions = bit_positions(options)
         counts = np.array([len(d) for d in descriptor_sets], dtype=np.int64)
-        owner = np.repeat(np.arange(self.num_images, dtype=np.int32), counts)
         if counts.sum():
             stacked = np.concatenate([d for d in descriptor_sets if len(d)])
         else:
             stacked = np.zeros((0, 32), np.uint8)
+        self._build(stacked, counts, options)
+
+    @classmethod
+    def from_stacked(
+        cls, stacked: np.ndarray, counts: np.ndarray, options: IndexOptions
+    ) -> FeatureIndex:
+        """The index of ``counts[i]`` descriptors per image, stacked in one (n, 32) array
+        (used as is, not copied)."""
+        index = cls.__new__(cls)
+        index._build(stacked, np.asarray(counts, dtype=np.int64), options)
+        return index
+
+    def _build(self, stacked: np.ndarray, counts: np.ndarray, options: IndexOptions) -> None:
+        self.options = options
+        self.num_images = len(counts)
+        self.positions = bit_positions(options)
+        owner = np.repeat(np.arange(self.num_images, dtype=np.int32), counts)
         self.words = np.ascontiguousarray(stacked).view(np.uint64)  # (n, 4)
         self.owner = owner
         self.starts: list[np.ndarray] = []
@@ -112,16 +125,16 @@ class FeatureIndex:
             np.cumsum(sizes[:-1], out=starts[1:])
             order = np.argsort(keys, kind="stable")
             sizes[sizes > options.max_bucket] = 0  # stop words
-            np.add.at(crowd, owner, sizes[keys])
+            crowd += np.bincount(owner, weights=sizes[keys], minlength=self.num_images)
             self.starts.append(starts)
             self.sizes.append(sizes)
             self.postings.append(order.astype(np.int32))
         self.crowd = np.sqrt(crowd + 1.0)
 
-    def votes(self, query_sets: Sequence[np.ndarray], chunk: int = 2048) -> Votes:
+    def votes(self, query_sets: Sequence[np.ndarray], chunk: int = 512, first: int = 0) -> Votes:
         """Votes of every query image (its descriptors) for every indexed image it shares a
         key with; pairs below ``min_votes`` and beyond the ``top_k`` per query are dropped.
-        Query ``q`` and indexed image ``q`` are the same image: self-votes are dropped."""
+        Query ``q`` is indexed image ``first + q``: self-votes are dropped."""
         out_q, out_db, out_v = [], [], []
         n = self.num_images
         for start in range(0, len(query_sets), chunk):
@@ -150,7 +163,7 @@ class FeatureIndex:
             pairs.sort()
             pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
             codes = owner[pairs // n] * n + pairs % n
-            q, db, v = self._count(codes, start, n)
+            q, db, v = self._count(codes, first + start, n)
             out_q.append(q)
             out_db.append(db)
             out_v.append(v)

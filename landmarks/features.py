@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 FEATURE_SIDE = 320
 NUM_FEATURES = 256
@@ -89,8 +89,6 @@ def open_normalised_grey(path: Path, side: int = FEATURE_SIDE) -> np.ndarray:
     with Image.open(path) as im:
         if im.format == "JPEG":
             im.draft("L", (side, side))
-        from PIL import ImageOps
-
         return normalised_grey(ImageOps.exif_transpose(im), side)
 
 
@@ -105,9 +103,7 @@ def _detect(pixels: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarr
 def extract(pixels: np.ndarray, num_features: int = NUM_FEATURES) -> LocalFeatures:
     """ORB features of normalised grey ``pixels`` and of their mirror picture."""
     points, descriptors = _detect(pixels, num_features)
-    mirror_points, mirror_descriptors = _detect(
-        np.ascontiguousarray(pixels[:, ::-1]), num_features
-    )
+    mirror_points, mirror_descriptors = _detect(np.ascontiguousarray(pixels[:, ::-1]), num_features)
     h, w = pixels.shape
     return LocalFeatures((w, h), points, descriptors, mirror_points, mirror_descriptors)
 

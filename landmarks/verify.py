@@ -26,6 +26,7 @@ from PIL import Image
 VERIFY_SIDE = 320  # long side the pictures are compared at
 RATIO = 0.8  # Lowe's ratio test
 MAX_INLIER_ERROR = 1.4  # median reprojection error (px) of a copy's inliers, tile mode
+MIN_TILE_SHARE = 0.75  # share of a copy's tiles that correlate at 0.7 or more, tile mode
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def verify_matches(
     grey pictures ``pixels_*`` return, loaded only if the keypoints agree on a transform).
 
     With ``min_tiles``, the pixels pass on the median correlation of the tiles of the overlap
-    instead (see :func:`tile_correlation`), and the inliers must fit the similarity to within
+    instead, with ``MIN_TILE_SHARE`` of them at 0.7 or more (see :func:`tile_scores`), and the inliers must fit the similarity to within
     ``MAX_INLIER_ERROR`` pixels (median): a copy is the same pixels under it, a second photo
     from nearly the same spot is not quite (perspective, parallax)."""
     if len(desc_a) < 2 or len(desc_b) < 2:
@@ -138,9 +139,11 @@ def verify_matches(
     if min_tiles is None:
         ok = corr >= options.min_correlation
         return Verification(ok, inliers, len(good), corr, "" if ok else f"correlation {corr:.2f}")
-    tiles = tile_correlation(a, b, matrix)
-    ok = tiles >= min_tiles
-    why = "" if ok else f"tile correlation {tiles:.2f}"
+    scores = tile_scores(a, b, matrix)
+    tiles = float(np.median(scores)) if len(scores) >= 3 else 0.0
+    share = float((scores >= 0.7).mean()) if len(scores) >= 3 else 0.0
+    ok = tiles >= min_tiles and share >= MIN_TILE_SHARE
+    why = "" if ok else f"tile correlation {tiles:.2f}, {share:.0%} of tiles >= 0.7"
     return Verification(ok, inliers, len(good), corr, why, tiles)
 
 
@@ -172,11 +175,11 @@ def _warp(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray,
     return warped, cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0
 
 
-def tile_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int = 8) -> float:
-    """Median NCC over the tiles (``grid`` x ``grid`` of ``a``) that ``b``, warped onto ``a``,
-    covers and that are not flat in both. Each tile has its own brightness and contrast, so a
-    colour shift or a text band over a few tiles does not count against a copy; a second photo
-    from the same spot, off by a little parallax or light everywhere, fails in most tiles."""
+def tile_scores(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int = 8) -> np.ndarray:
+    """NCC of every tile (``grid`` x ``grid`` of ``a``) that ``b``, warped onto ``a``, covers
+    and that is not flat in both. Each tile has its own brightness and contrast, so a colour
+    shift or a text band over a few tiles does not count against a copy; a second photo from
+    the same spot, off by a little parallax or light (trees, people, clouds), fails in many."""
     warped, mask = _warp(a, b, matrix)
     x_all = cv2.GaussianBlur(a, (5, 5), 0).astype(np.float32)
     y_all = cv2.GaussianBlur(warped, (5, 5), 0).astype(np.float32)
@@ -196,7 +199,7 @@ def tile_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int
             if sx < 16 * len(x) and sy < 16 * len(y):  # flat in both (std < 4): sky, a wall
                 continue
             scores.append(float((x * y).sum()) / math.sqrt(sx * sy) if sx * sy > 0 else 0.0)
-    return float(np.median(scores)) if len(scores) >= 3 else 0.0
+    return np.array(scores)
 
 
 def verify_files(
