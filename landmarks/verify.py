@@ -102,9 +102,10 @@ def verify_matches(
     grey pictures ``pixels_*`` return, loaded only if the keypoints agree on a transform).
 
     With ``min_tiles``, the pixels pass on the median correlation of the tiles of the overlap
-    instead, with ``MIN_TILE_SHARE`` of them at 0.7 or more (see :func:`tile_scores`), and the inliers must fit the similarity to within
-    ``MAX_INLIER_ERROR`` pixels (median): a copy is the same pixels under it, a second photo
-    from nearly the same spot is not quite (perspective, parallax)."""
+    instead, with ``MIN_TILE_SHARE`` of them at 0.7 or more (see :func:`tile_scores`), and
+    the inliers must fit the similarity to within ``MAX_INLIER_ERROR`` pixels (median): a
+    copy is the same pixels under it, a second photo from nearly the same spot is not quite
+    (perspective, parallax)."""
     if len(desc_a) < 2 or len(desc_b) < 2:
         return Verification(False, 0, 0, 0.0, "too few keypoints")
     knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(desc_b, desc_a, k=2)
