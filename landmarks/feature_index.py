@@ -117,18 +117,21 @@ class FeatureIndex:
         self.postings: list[np.ndarray] = []
         # how many descriptors share each image's keys: images of generic corners (foliage,
         # windows) collect votes from everything, so their votes count for less
-        crowd = np.zeros(self.num_images, dtype=np.float64)
+        crowd = np.zeros(self.num_images, dtype=np.int64)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        described = counts > 0
         for positions in self.positions:
-            keys = descriptor_keys(stacked, positions)
+            keys = descriptor_keys(stacked, positions).astype(np.int32)
             sizes = np.bincount(keys, minlength=1 << options.bits).astype(np.int32)
             starts = np.zeros(len(sizes), dtype=np.int64)
             np.cumsum(sizes[:-1], out=starts[1:])
-            order = np.argsort(keys, kind="stable")
+            self.postings.append(np.argsort(keys, kind="stable").astype(np.int32))
             sizes[sizes > options.max_bucket] = 0  # stop words
-            crowd += np.bincount(owner, weights=sizes[keys], minlength=self.num_images)
+            if len(keys):
+                crowd[described] += np.add.reduceat(sizes[keys], first[described])
+            del keys
             self.starts.append(starts)
             self.sizes.append(sizes)
-            self.postings.append(order.astype(np.int32))
         self.crowd = np.sqrt(crowd + 1.0)
 
     def votes(self, query_sets: Sequence[np.ndarray], chunk: int = 512, first: int = 0) -> Votes:
