@@ -248,10 +248,7 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000) -> None:
     for mirrored in (False, True):
         for s in range(0, num_images, chunk):
             e = min(num_images, s + chunk)
-            if mirrored:
-                flat = synthetic(e - s, 10_000_000 + s)
-            else:
-                flat = base[s * k : e * k]
+            flat = synthetic(e - s, 10_000_000 + s) if mirrored else base[s * k : e * k]
             queries = list(flat.reshape(e - s, k, 32))
             start = time.perf_counter()
             v = index.votes(queries, first=s)
