@@ -75,7 +75,7 @@ class DedupOptions:
             route = {
                 "features": [self.num_features, features.FEATURE_VERSION],
                 "index_options": sorted(vars(self.index_options).items()),
-                "feature_verify": sorted(vars(dedup_features.FEATURE_VERIFY).items()),
+                "feature_verify": dedup_features.verify_settings(),
             }
         return {
             **route,
@@ -534,11 +534,7 @@ def dedup_clean(
     candidates = _candidates(hashes, options)
     verified_path = layout.dedup_dir / "verified.jsonl"
     vkey = digest_records([{"v": sorted(vars(options.verify_options).items())}])[:12]
-    verified = {
-        (r["a"], r["b"], r["variant"]): r["ok"]
-        for r in read_jsonl(verified_path)
-        if r.get("options") == vkey
-    }
+    verified = _read_checks(verified_path, vkey)
     pairs, new_checks = confirm_pairs(
         candidates,
         [layout.clean_dir / r["path"] for r in records],
@@ -550,11 +546,7 @@ def dedup_clean(
     if options.local_features:
         feats = _cached_features(layout, records, options, progress)
         fkey = digest_records([{"f": options.key()["feature_verify"]}])[:12]
-        checked = {
-            (r["a"], r["b"], r["variant"]): r["ok"]
-            for r in read_jsonl(verified_path)
-            if r.get("options") == fkey
-        }
+        checked = _read_checks(verified_path, fkey)
         more, new_checks = feature_pairs(
             feats,
             hashes,
@@ -635,6 +627,13 @@ def dedup_clean(
         len(candidates),
     )
     return _result_from_report(report, layout, kept_path, html_path, reused=False)
+
+
+def _read_checks(path: Path, key: str) -> dict[tuple[str, str, int], bool]:
+    """Cached verification outcomes made under the settings digested as ``key``."""
+    return {
+        (r["a"], r["b"], r["variant"]): r["ok"] for r in read_jsonl(path) if r.get("options") == key
+    }
 
 
 def _cached_features(

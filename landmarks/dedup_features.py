@@ -30,6 +30,16 @@ FEATURE_VERIFY = verifier.VerifyOptions(
 MIN_TILE_CORRELATION = 0.85
 
 
+def verify_settings() -> list:
+    """What a feature verification's outcome depends on (cached outcomes are keyed by it)."""
+    return sorted(vars(FEATURE_VERIFY).items()) + [
+        ("max_inlier_error", verifier.MAX_INLIER_ERROR),
+        ("min_tile_share", verifier.MIN_TILE_SHARE),
+        ("min_tiles", MIN_TILE_CORRELATION),
+        ("ratio", verifier.RATIO),
+    ]
+
+
 @dataclass(frozen=True)
 class FeatureCandidate:
     """Image ``b`` (its mirror picture if ``mirrored``) shares ``votes`` features with ``a``."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from landmarks.hamming import ragged_arange
+
 DESCRIPTOR_BITS = 256
 
 
@@ -74,14 +76,6 @@ def descriptor_keys(descriptors: np.ndarray, positions: np.ndarray) -> np.ndarra
         bit = (descriptors[:, b >> 3] >> (7 - (b & 7))) & 1
         key |= bit.astype(np.int64) << j
     return key
-
-
-def _ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    total = int(counts.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    ends = np.cumsum(counts)
-    return np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
 
 
 class FeatureIndex:
@@ -153,7 +147,7 @@ class FeatureIndex:
             ):
                 keys = descriptor_keys(stacked, positions)
                 size = sizes[keys]
-                hits = posting[_ragged_arange(starts[keys], size)]
+                hits = posting[ragged_arange(starts[keys], size)]
                 query = np.repeat(np.arange(len(stacked), dtype=np.int64), size)
                 close = (
                     np.bitwise_count(words[query] ^ self.words[hits]).sum(axis=1, dtype=np.int32)
