@@ -26,7 +26,7 @@ from PIL import Image
 VERIFY_SIDE = 320  # long side the pictures are compared at
 RATIO = 0.8  # Lowe's ratio test
 MAX_INLIER_ERROR = 1.4  # median reprojection error (px) of a copy's inliers, tile mode
-MIN_TILE_SHARE = 0.75  # share of a copy's tiles that correlate at 0.7 or more, tile mode
+MIN_TILE_SHARE = 0.7  # share of a copy's tiles that correlate at 0.7 or more, tile mode
 
 
 @dataclass(frozen=True)
