@@ -10,6 +10,7 @@ photo of the same place from the same spot is not.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ class FeatureCache:
         path = self._path(sha256)
         try:
             return features.LocalFeatures.from_bytes(path.read_bytes())
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None  # missing or damaged: computed again
 
     def put(self, sha256: str, feats: features.LocalFeatures) -> None:

@@ -150,3 +150,13 @@ def test_cached_features_round_trip(real_raw: Path):
     assert g.size == f.size and len(f.descriptors) > 100
     assert np.array_equal(g.descriptors, f.descriptors)
     assert np.array_equal(g.mirror_points, f.mirror_points)
+
+
+def test_a_damaged_cache_file_is_described_again(tmp_path: Path, real_raw: Path):
+    cache = dedup_features.FeatureCache(tmp_path, features.NUM_FEATURES)
+    f = features.extract_path(real_raw / ORIGINAL)
+    cache.put("ab" * 32, f)
+    assert np.array_equal(cache.get("ab" * 32).descriptors, f.descriptors)
+    path = next(tmp_path.rglob("*.npz"))
+    path.write_bytes(path.read_bytes()[:100])  # a crash mid-write elsewhere, a bad disk
+    assert cache.get("ab" * 32) is None
