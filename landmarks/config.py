@@ -176,6 +176,15 @@ class DedupConfig(BaseModel):
     num_workers: int = Field(
         default=1, ge=0, description="Processes hashing and searching (0: one per CPU)."
     )
+    local_features: bool = Field(
+        default=True,
+        description="Also search by ORB local features (an inverted index of descriptors of "
+        "every image and its mirror), verified by tile correlation: finds crops anywhere, "
+        "small rotations and overlays that no global hash sees.",
+    )
+    num_features: int = Field(
+        default=256, ge=32, le=2000, description="ORB keypoints per image (and per mirror)."
+    )
 
 
 class SplitConfig(BaseModel):

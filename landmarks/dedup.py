@@ -10,7 +10,11 @@ steps:
    among all images' dihedral hashes within ``threshold`` bits, with multi-index hashing;
 3. verification (:mod:`landmarks.verify`): a pair farther apart than ``sure_distance`` is
    kept only if ORB keypoints agree on a similarity transform and the aligned pixels
-   correlate, which separates a copy from a second photo taken from the same spot.
+   correlate, which separates a copy from a second photo taken from the same spot;
+4. local features (:mod:`landmarks.dedup_features`), for what no global hash sees (crops
+   anywhere, small rotations, overlays, and chains of these): ORB descriptors of every image
+   and its mirror vote, through an inverted index, for the images they share features with,
+   and the best-voted pairs not already grouped are verified as in 3 (any rotation).
 
 Groups are the connected components of the confirmed pairs. A group whose members carry
 different labels is a label conflict: every member is dropped and reported.
@@ -24,13 +28,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import imagehash
 import numpy as np
 from PIL import Image
 
-from landmarks import hamming, hashing, images
+from landmarks import dedup_features, feature_index, features, hamming, hashing
 from landmarks import verify as verifier
 from landmarks.manifest import fault_point
 from landmarks.storage import (
@@ -46,6 +50,8 @@ from landmarks.storage import (
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+J = TypeVar("J")
+R = TypeVar("R")
 NUM_VARIANTS = hashing.NUM_DIHEDRAL
 HASH_VERSION = 2  # bump when the hash computation changes, so cached hashes are redone
 
@@ -59,10 +65,21 @@ class DedupOptions:
     crop_fractions: tuple[float, ...] = hashing.DEFAULT_CROPS
     num_workers: int = 1
     verify_options: verifier.VerifyOptions = field(default_factory=verifier.VerifyOptions)
+    local_features: bool = True
+    num_features: int = features.NUM_FEATURES
+    index_options: feature_index.IndexOptions = field(default_factory=feature_index.IndexOptions)
 
     def key(self) -> dict[str, Any]:
         """What the result depends on (not how many processes computed it)."""
+        route = {}
+        if self.local_features:
+            route = {
+                "features": [self.num_features, features.FEATURE_VERSION],
+                "index_options": sorted(vars(self.index_options).items()),
+                "feature_verify": dedup_features.verify_settings(),
+            }
         return {
+            **route,
             "hash_size": self.hash_size,
             "threshold": self.threshold,
             "sure_distance": self.sure_distance,
@@ -94,7 +111,7 @@ class Pair:
     j: int
     distance: int
     variant: int
-    how: str  # "exact", "hash" (within sure_distance) or "verified"
+    how: str  # "exact", "hash" (within sure_distance), "verified" or "features"
 
 
 def dihedral_phashes(im: Image.Image, hash_size: int = 8) -> list[str]:
@@ -234,6 +251,70 @@ def confirm_pairs(
     return confirmed, new_records
 
 
+def feature_pairs(
+    feats: Sequence[features.LocalFeatures],
+    hashes: Sequence[hashing.ImageHashes],
+    paths: Sequence[Path],
+    confirmed: Sequence[Pair],
+    options: DedupOptions,
+    cache: dict[tuple[str, str, int], bool] | None = None,
+    keys: Sequence[str] | None = None,
+) -> tuple[list[Pair], list[dict[str, Any]]]:
+    """Pairs the local features find and verify, beyond the ``confirmed`` ones.
+
+    Candidates are taken best-voted first, in blocks (verified in ``options.num_workers``
+    processes); one whose images are already in one group (by the confirmed pairs or an
+    earlier block) needs no verification. Returns (new pairs, new verification records for a
+    cache keyed by ``keys``; ``variant`` 8 or 9: features, as is or mirrored).
+    """
+    if not options.local_features or len(feats) < 2:
+        return [], []
+    groups = UnionFind(len(feats))
+    for p in confirmed:
+        groups.union(p.i, p.j)
+    found = dedup_features.candidates(feats, options.index_options)
+    workers = options.num_workers or os.cpu_count() or 1
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(found) >= 256 else None
+    pairs: list[Pair] = []
+    new_records: list[dict[str, Any]] = []
+    try:
+        for start in range(0, len(found), 512):
+            block = [c for c in found[start : start + 512] if groups.find(c.a) != groups.find(c.b)]
+            outcome: dict[int, bool] = {}
+            todo = []
+            for k, c in enumerate(block):
+                cache_key = (keys[c.a], keys[c.b], 8 + int(c.mirrored)) if keys else None
+                if cache is not None and cache_key in cache:
+                    outcome[k] = cache[cache_key]
+                else:
+                    todo.append(k)
+            results = dedup_features.verify_many([block[k] for k in todo], feats, paths, pool)
+            for k, result in zip(todo, results, strict=True):
+                c = block[k]
+                outcome[k] = result.ok
+                log.debug(
+                    "features %s ~ %s (%d votes): %s", paths[c.a], paths[c.b], c.votes, result
+                )
+                if keys is not None:
+                    new_records.append(
+                        {
+                            "a": keys[c.a],
+                            "b": keys[c.b],
+                            "variant": 8 + int(c.mirrored),
+                            "ok": result.ok,
+                        }
+                    )
+            for k, c in enumerate(block):
+                if outcome[k] and groups.find(c.a) != groups.find(c.b):
+                    groups.union(c.a, c.b)
+                    distance = pair_distance(hashes[c.a], hashes[c.b])
+                    pairs.append(Pair(c.a, c.b, distance, 4 * int(c.mirrored), "features"))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return pairs, new_records
+
+
 def pair_distance(a: hashing.ImageHashes, b: hashing.ImageHashes) -> int:
     """Smallest distance between one image's own/crop hashes and the other's variants."""
     best = 1 << 30
@@ -354,19 +435,44 @@ def hash_files(
 ) -> list[hashing.ImageHashes]:
     """Hash files (reduced decode), in ``options.num_workers`` processes (0: one per CPU)."""
     jobs = [(Path(p), options.hash_size, options.crop_fractions) for p in paths]
-    workers = options.num_workers or os.cpu_count() or 1
-    out: list[hashing.ImageHashes] = []
+    return _pool_map(_hash_one, jobs, options.num_workers, progress, on_hashed)
+
+
+def _features_one(args: tuple[Path, int]) -> features.LocalFeatures:
+    return features.extract_path(*args)
+
+
+def feature_files(
+    paths: Sequence[Path],
+    options: DedupOptions,
+    progress: Progress | None = None,
+    on_done: Callable[[int, features.LocalFeatures], None] | None = None,
+) -> list[features.LocalFeatures]:
+    """ORB features of files (reduced decode), in ``options.num_workers`` processes."""
+    jobs = [(Path(p), options.num_features) for p in paths]
+    return _pool_map(_features_one, jobs, options.num_workers, progress, on_done)
+
+
+def _pool_map(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    num_workers: int,
+    progress: Progress | None,
+    on_item: Callable[[int, R], None] | None,
+) -> list[R]:
+    workers = num_workers or os.cpu_count() or 1
+    out: list[R] = []
     if workers <= 1 or len(jobs) < 64:
-        results: Iterable[hashing.ImageHashes] = map(_hash_one, jobs)
+        results: Iterable[R] = map(fn, jobs)
         pool = None
     else:
         pool = ProcessPoolExecutor(workers)
-        results = pool.map(_hash_one, jobs, chunksize=32)
+        results = pool.map(fn, jobs, chunksize=32)
     try:
-        for i, h in enumerate(results):
-            out.append(h)
-            if on_hashed:
-                on_hashed(i, h)
+        for i, item in enumerate(results):
+            out.append(item)
+            if on_item:
+                on_item(i, item)
             if progress:
                 progress(i + 1, len(jobs))
     finally:
@@ -429,11 +535,7 @@ def dedup_clean(
     candidates = _candidates(hashes, options)
     verified_path = layout.dedup_dir / "verified.jsonl"
     vkey = digest_records([{"v": sorted(vars(options.verify_options).items())}])[:12]
-    verified = {
-        (r["a"], r["b"], r["variant"]): r["ok"]
-        for r in read_jsonl(verified_path)
-        if r.get("options") == vkey
-    }
+    verified = _read_checks(verified_path, vkey)
     pairs, new_checks = confirm_pairs(
         candidates,
         [layout.clean_dir / r["path"] for r in records],
@@ -442,6 +544,21 @@ def dedup_clean(
         [r["sha256"] for r in records],
     )
     append_jsonl(verified_path, [{**c, "options": vkey} for c in new_checks])
+    if options.local_features:
+        feats = _cached_features(layout, records, options, progress)
+        fkey = digest_records([{"f": options.key()["feature_verify"]}])[:12]
+        checked = _read_checks(verified_path, fkey)
+        more, new_checks = feature_pairs(
+            feats,
+            hashes,
+            [layout.clean_dir / r["path"] for r in records],
+            pairs,
+            options,
+            checked,
+            [r["sha256"] for r in records],
+        )
+        append_jsonl(verified_path, [{**c, "options": fkey} for c in new_checks])
+        pairs = pairs + more
 
     groups, kept = find_groups(records, hashes, pairs)
     report_groups = []
@@ -481,7 +598,8 @@ def dedup_clean(
         "num_duplicates": sum(len(g["duplicates"]) for g in report_groups),
         "num_candidates": len(candidates),
         "num_verified": sum(1 for p in pairs if p.how == "verified"),
-        "num_rejected": len(candidates) - len(pairs),
+        "num_rejected": len(candidates) - sum(1 for p in pairs if p.how != "features"),
+        "num_feature_pairs": sum(1 for p in pairs if p.how == "features"),
         "groups": report_groups,
         "label_conflicts": conflicts,
     }
@@ -513,6 +631,40 @@ def dedup_clean(
     return _result_from_report(report, layout, kept_path, html_path, reused=False)
 
 
+def _read_checks(path: Path, key: str) -> dict[tuple[str, str, int], bool]:
+    """Cached verification outcomes made under the settings digested as ``key``."""
+    return {
+        (r["a"], r["b"], r["variant"]): r["ok"] for r in read_jsonl(path) if r.get("options") == key
+    }
+
+
+def _cached_features(
+    layout: Layout,
+    records: Sequence[dict[str, Any]],
+    options: DedupOptions,
+    progress: Progress | None = None,
+) -> list[features.LocalFeatures]:
+    """Every record's local features, from ``dedup/features`` or computed (new images only)."""
+    cache = dedup_features.FeatureCache(layout.dedup_dir / "features", options.num_features)
+    found: dict[str, features.LocalFeatures] = {}
+    for r in records:
+        if r["sha256"] not in found:
+            f = cache.get(r["sha256"])
+            if f is not None:
+                found[r["sha256"]] = f
+    todo = sorted(
+        {r["sha256"]: r for r in records if r["sha256"] not in found}.values(),
+        key=lambda r: r["path"],
+    )
+
+    def remember(i: int, f: features.LocalFeatures) -> None:
+        found[todo[i]["sha256"]] = f
+        cache.put(todo[i]["sha256"], f)
+
+    feature_files([layout.clean_dir / r["path"] for r in todo], options, progress, remember)
+    return [found[r["sha256"]] for r in records]
+
+
 def _candidates(hashes: Sequence[hashing.ImageHashes], options: DedupOptions) -> list[Pair]:
     if not hashes:
         return []
@@ -537,139 +689,7 @@ def _result_from_report(
     )
 
 
-# --- the standalone command: any folder tree, no pipeline storage ---------------------------
+# The standalone command (any folder tree, no pipeline storage) lives in its own module.
+from landmarks.dedup_folder import FolderResult, dedup_folder, list_files  # noqa: E402
 
-
-@dataclass(frozen=True)
-class FolderResult:
-    root: Path
-    num_files: int
-    num_images: int
-    groups: list[dict[str, Any]]  # {"keeper": rel, "duplicates": [{"path", "distance", "match"}]}
-    quarantined: list[dict[str, str]]  # {"path": rel, "reason": code, "detail": text}
-
-    @property
-    def num_duplicates(self) -> int:
-        return sum(len(g["duplicates"]) for g in self.groups)
-
-    def to_json(self) -> dict[str, Any]:
-        """The documented output: paths relative to the folder."""
-        return {
-            "groups": [
-                {"keeper": g["keeper"], "duplicates": [d["path"] for d in g["duplicates"]]}
-                for g in self.groups
-            ],
-            "quarantined": [{"path": q["path"], "reason": q["reason"]} for q in self.quarantined],
-            "details": {
-                "groups": self.groups,
-                "quarantined": self.quarantined,
-                "num_files": self.num_files,
-                "num_images": self.num_images,
-            },
-        }
-
-
-def _scan_one(
-    args: tuple[Path, images.ImageLimits, int, tuple[float, ...]],
-) -> tuple[dict[str, Any], hashing.ImageHashes | None]:
-    path, limits, hash_size, crops = args
-    try:
-        norm = images.load_normalized(path, limits)
-    except images.ImageRejected as exc:
-        return {"reason": exc.reason, "detail": exc.detail}, None
-    except OSError as exc:  # unreadable on disk (permissions, a vanished file)
-        return {"reason": images.UNREADABLE, "detail": str(exc)}, None
-    im = norm.image
-    info = {
-        "pixel_hash": images.pixel_hash(im),
-        "source_width": im.size[0],
-        "source_height": im.size[1],
-        "raw_bytes": path.stat().st_size,
-        "animated": norm.animated,
-    }
-    return info, hashing.hash_image(im, hash_size, crops)
-
-
-def list_files(root: Path) -> list[Path]:
-    """Every regular file under ``root``, hidden ones skipped, in a stable order."""
-    return sorted(
-        p
-        for p in Path(root).rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-
-
-def dedup_folder(
-    root: Path,
-    options: DedupOptions,
-    limits: images.ImageLimits,
-    progress: Progress | None = None,
-) -> FolderResult:
-    """Dedup any folder tree in place of a pipeline run: decode and check every file (the
-    clean stage's rules), then group exact and near duplicates. Nothing is written or moved.
-
-    Files in different top-level folders are taken as different labels: a group across them
-    is flagged ``label_conflict``.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder")
-    files = list_files(root)
-    jobs = [(p, limits, options.hash_size, options.crop_fractions) for p in files]
-    workers = options.num_workers or os.cpu_count() or 1
-    if workers > 1 and len(jobs) >= 64:
-        with ProcessPoolExecutor(workers) as pool:
-            scanned = []
-            for i, item in enumerate(pool.map(_scan_one, jobs, chunksize=16)):
-                scanned.append(item)
-                if progress:
-                    progress(i + 1, len(jobs))
-    else:
-        scanned = []
-        for i, job in enumerate(jobs):
-            scanned.append(_scan_one(job))
-            if progress:
-                progress(i + 1, len(jobs))
-    records: list[dict[str, Any]] = []
-    hashes: list[hashing.ImageHashes] = []
-    paths: list[Path] = []
-    quarantined: list[dict[str, str]] = []
-    for path, (info, h) in zip(files, scanned, strict=True):
-        rel = path.relative_to(root).as_posix()
-        if h is None:
-            quarantined.append({"path": rel, **info})
-            continue
-        parts = path.relative_to(root).parts
-        records.append({**info, "path": rel, "class": parts[0] if len(parts) > 1 else ""})
-        hashes.append(h)
-        paths.append(path)
-    candidates = _candidates(hashes, options)
-    pairs, _ = confirm_pairs(candidates, paths, options)
-    found, _ = find_groups(records, hashes, pairs)
-    groups = []
-    for g in sorted(found, key=lambda g: records[g["keeper"]]["path"]):
-        groups.append(
-            {
-                "keeper": records[g["keeper"]]["path"],
-                "duplicates": [
-                    {"path": records[k]["path"], "distance": d, "match": how}
-                    for k, d, how in sorted(g["members"], key=lambda m: records[m[0]]["path"])
-                ],
-                "label_conflict": len(g["classes"]) > 1,
-            }
-        )
-    log.info(
-        "dedup %s: %d files, %d quarantined, %d duplicates in %d groups",
-        root,
-        len(files),
-        len(quarantined),
-        sum(len(g["duplicates"]) for g in groups),
-        len(groups),
-    )
-    return FolderResult(
-        root=root,
-        num_files=len(files),
-        num_images=len(records),
-        groups=groups,
-        quarantined=quarantined,
-    )
+__all__ = ["FolderResult", "dedup_folder", "list_files"]

@@ -105,8 +105,11 @@ def write_html(
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{len(groups)} duplicate groups, {sum(len(g.duplicates) for g in groups)} duplicates,"
         f" {len(quarantined)} quarantined files. The keeper of each group has a green frame; "
-        "d is the Hamming distance of the perceptual hashes (exact: same pixels; verified: "
-        "confirmed by keypoint matching).</p>",
+        "d is the Hamming distance of the perceptual hashes. How each copy matched: exact "
+        "(same pixels), hash (hashes within the sure distance), verified (close hashes "
+        "confirmed by keypoint matching), features (found by shared local features - a crop, "
+        "a small rotation, an overlay - and confirmed by keypoints and aligned pixels), linked "
+        "(through another member).</p>",
         "<h2>Duplicate groups</h2>",
     ]
     for g in groups[:MAX_GROUPS]:

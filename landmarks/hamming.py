@@ -59,7 +59,7 @@ def plan_chunks(num_db: int, radius: int) -> int:
     return best
 
 
-def _ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """concatenate(arange(s, s + c) for s, c) without a Python loop."""
     total = int(counts.sum())
     if total == 0:
@@ -95,7 +95,7 @@ def _search_block(
                 continue
             n_hit = n[hit]
             qi = np.repeat(hit % len(queries), n_hit)
-            di = order[_ragged_arange(starts[probe.ravel()[hit]], n_hit)]
+            di = order[ragged_arange(starts[probe.ravel()[hit]], n_hit)]
             dist = np.bitwise_count(queries[qi] ^ db[di]).astype(np.int16)
             keep = dist <= radius
             q_all.append(qi[keep])

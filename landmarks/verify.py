@@ -15,6 +15,7 @@ dihedral variant the hash search found). So a pair is confirmed when
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ import numpy as np
 from PIL import Image
 
 VERIFY_SIDE = 320  # long side the pictures are compared at
+RATIO = 0.8  # Lowe's ratio test
+MAX_INLIER_ERROR = 1.4  # median reprojection error (px) of a copy's inliers, tile mode
+MIN_TILE_SHARE = 0.7  # share of a copy's tiles that correlate at 0.7 or more, tile mode
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Verification:
     matches: int
     correlation: float
     why: str
+    tiles: float = 0.0  # median correlation of the overlap's tiles (verify_matches only)
 
 
 def load_grey(path: Path, side: int = VERIFY_SIDE) -> np.ndarray:
@@ -78,12 +83,37 @@ def verify_pixels(a: np.ndarray, b: np.ndarray, options: VerifyOptions) -> Verif
     kb, db = orb.detectAndCompute(b, None)
     if da is None or db is None or len(ka) < 2 or len(kb) < 2:
         return Verification(False, 0, 0, 0.0, "too few keypoints")
-    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(db, da, k=2)
-    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
+    pa = np.array([k.pt for k in ka], dtype=np.float32)
+    pb = np.array([k.pt for k in kb], dtype=np.float32)
+    return verify_matches(pa, da, pb, db, lambda: a, lambda: b, options)
+
+
+def verify_matches(
+    points_a: np.ndarray,
+    desc_a: np.ndarray,
+    points_b: np.ndarray,
+    desc_b: np.ndarray,
+    pixels_a: Callable[[], np.ndarray],
+    pixels_b: Callable[[], np.ndarray],
+    options: VerifyOptions,
+    min_tiles: float | None = None,
+) -> Verification:
+    """Verify ``b`` against ``a`` from their keypoints (``points`` in the coordinates of the
+    grey pictures ``pixels_*`` return, loaded only if the keypoints agree on a transform).
+
+    With ``min_tiles``, the pixels pass on the median correlation of the tiles of the overlap
+    instead, with ``MIN_TILE_SHARE`` of them at 0.7 or more (see :func:`tile_scores`), and
+    the inliers must fit the similarity to within ``MAX_INLIER_ERROR`` pixels (median): a
+    copy is the same pixels under it, a second photo from nearly the same spot is not quite
+    (perspective, parallax)."""
+    if len(desc_a) < 2 or len(desc_b) < 2:
+        return Verification(False, 0, 0, 0.0, "too few keypoints")
+    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(desc_b, desc_a, k=2)
+    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
     if len(good) < options.min_inliers:
         return Verification(False, 0, len(good), 0.0, "too few matches")
-    src = np.array([kb[m.queryIdx].pt for m in good], dtype=np.float32)
-    dst = np.array([ka[m.trainIdx].pt for m in good], dtype=np.float32)
+    src = points_b[[m.queryIdx for m in good]]
+    dst = points_a[[m.trainIdx for m in good]]
     matrix, mask = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0, maxIters=2000
     )
@@ -97,23 +127,31 @@ def verify_pixels(a: np.ndarray, b: np.ndarray, options: VerifyOptions) -> Verif
     if abs(angle) > options.max_rotation_deg or not 0.2 < scale < 5.0:
         why = f"rotation {angle:.0f}, scale {scale:.2f}"
         return Verification(False, inliers, len(good), 0.0, why)
+    if min_tiles is not None:
+        kept = mask.ravel() > 0
+        moved = src[kept] @ matrix[:, :2].T + matrix[:, 2]
+        error = float(np.median(np.linalg.norm(moved - dst[kept], axis=1)))
+        if error > MAX_INLIER_ERROR:
+            return Verification(False, inliers, len(good), 0.0, f"inlier error {error:.2f} px")
+    a, b = pixels_a(), pixels_b()
     corr, overlap = _warped_correlation(a, b, matrix)
     if overlap < options.min_overlap:
         return Verification(False, inliers, len(good), corr, f"overlap {overlap:.2f}")
-    ok = corr >= options.min_correlation
-    return Verification(ok, inliers, len(good), corr, "" if ok else f"correlation {corr:.2f}")
+    if min_tiles is None:
+        ok = corr >= options.min_correlation
+        return Verification(ok, inliers, len(good), corr, "" if ok else f"correlation {corr:.2f}")
+    scores = tile_scores(a, b, matrix)
+    tiles = float(np.median(scores)) if len(scores) >= 3 else 0.0
+    share = float((scores >= 0.7).mean()) if len(scores) >= 3 else 0.0
+    ok = tiles >= min_tiles and share >= MIN_TILE_SHARE
+    why = "" if ok else f"tile correlation {tiles:.2f}, {share:.0%} of tiles >= 0.7"
+    return Verification(ok, inliers, len(good), corr, why, tiles)
 
 
 def _warped_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> tuple[float, float]:
     """NCC of ``a`` and ``b`` warped onto it, over the overlap; and the overlap's share of the
     smaller picture."""
-    h, w = a.shape
-    warped = cv2.warpAffine(b, matrix, (w, h), flags=cv2.INTER_AREA, borderValue=0)
-    inside = cv2.warpAffine(
-        np.full(b.shape, 255, np.uint8), matrix, (w, h), flags=cv2.INTER_NEAREST
-    )
-    # Erode the seam: resampling smears the border.
-    mask = cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0
+    warped, mask = _warp(a, b, matrix)
     area = mask.sum()
     overlap = float(area) / max(1, min(a.size, b.size * (matrix[0, 0] ** 2 + matrix[1, 0] ** 2)))
     if area < 100:
@@ -125,6 +163,44 @@ def _warped_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> tup
     y -= y.mean()
     denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
     return (float((x * y).sum()) / denom if denom > 0 else 0.0), min(1.0, overlap)
+
+
+def _warp(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``b`` warped onto ``a``'s frame, and the mask of where it lands (the seam eroded:
+    resampling smears the border)."""
+    h, w = a.shape
+    warped = cv2.warpAffine(b, matrix, (w, h), flags=cv2.INTER_AREA, borderValue=0)
+    inside = cv2.warpAffine(
+        np.full(b.shape, 255, np.uint8), matrix, (w, h), flags=cv2.INTER_NEAREST
+    )
+    return warped, cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0
+
+
+def tile_scores(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int = 8) -> np.ndarray:
+    """NCC of every tile (``grid`` x ``grid`` of ``a``) that ``b``, warped onto ``a``, covers
+    and that is not flat in both. Each tile has its own brightness and contrast, so a colour
+    shift or a text band over a few tiles does not count against a copy; a second photo from
+    the same spot, off by a little parallax or light (trees, people, clouds), fails in many."""
+    warped, mask = _warp(a, b, matrix)
+    x_all = cv2.GaussianBlur(a, (5, 5), 0).astype(np.float32)
+    y_all = cv2.GaussianBlur(warped, (5, 5), 0).astype(np.float32)
+    h, w = a.shape
+    scores = []
+    for r in range(grid):
+        for c in range(grid):
+            rows = slice(r * h // grid, (r + 1) * h // grid)
+            cols = slice(c * w // grid, (c + 1) * w // grid)
+            m = mask[rows, cols]
+            if m.mean() < 0.6:
+                continue
+            x, y = x_all[rows, cols][m], y_all[rows, cols][m]
+            x = x - x.mean()
+            y = y - y.mean()
+            sx, sy = float((x * x).sum()), float((y * y).sum())
+            if sx < 16 * len(x) and sy < 16 * len(y):  # flat in both (std < 4): sky, a wall
+                continue
+            scores.append(float((x * y).sum()) / math.sqrt(sx * sy) if sx * sy > 0 else 0.0)
+    return np.array(scores)
 
 
 def verify_files(

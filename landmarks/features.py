@@ -1,0 +1,116 @@
+"""Local features for near-duplicate search: ORB keypoints of every image and of its mirror.
+
+A global hash sees the whole frame, so a copy cropped off-centre, turned by a few degrees or
+stamped with a text band hashes far from its original. Local features do not care: the
+corners of a crop, a rotated copy or the part of a photo a logo leaves free are the same
+corners as in the original, and ORB describes each with 256 bits that are invariant to
+rotation and, through its image pyramid, to a change of scale. Mirroring is not one of its
+invariances, so every image also gets the features of its mirror picture (used as queries).
+
+Every picture is brought to ``FEATURE_SIDE`` pixels on its long side (up or down) before
+detection, so a 224-pixel training crop and a 4000-pixel original are described at one scale.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+FEATURE_SIDE = 320
+NUM_FEATURES = 256
+FEATURE_VERSION = 1  # bump when the features change, so cached ones are redone
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    """ORB keypoints of one picture (at ``FEATURE_SIDE``) and of its mirror.
+
+    ``points[k]`` is (x, y) of keypoint ``k`` in the normalised picture of ``size`` (w, h);
+    ``mirror_points`` are in the mirrored picture's coordinates.
+    """
+
+    size: tuple[int, int]
+    points: np.ndarray  # (k, 2) float32
+    descriptors: np.ndarray  # (k, 32) uint8
+    mirror_points: np.ndarray
+    mirror_descriptors: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            size=np.array(self.size, dtype=np.int32),
+            points=self.points,
+            descriptors=self.descriptors,
+            mirror_points=self.mirror_points,
+            mirror_descriptors=self.mirror_descriptors,
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LocalFeatures:
+        with np.load(io.BytesIO(data)) as z:
+            w, h = (int(v) for v in z["size"])
+            return cls(
+                (w, h), z["points"], z["descriptors"], z["mirror_points"], z["mirror_descriptors"]
+            )
+
+
+_ORB: dict[int, cv2.ORB] = {}
+
+
+def _orb(num_features: int) -> cv2.ORB:
+    if num_features not in _ORB:
+        _ORB[num_features] = cv2.ORB_create(  # type: ignore[attr-defined]
+            nfeatures=num_features, fastThreshold=12, edgeThreshold=15, patchSize=15
+        )
+    return _ORB[num_features]
+
+
+def normalised_grey(im: Image.Image, side: int = FEATURE_SIDE) -> np.ndarray:
+    """Grey uint8 pixels with the long side scaled (up or down) to ``side``."""
+    grey = im if im.mode == "L" else im.convert("L")
+    w, h = grey.size
+    scale = side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size != grey.size:
+        method = Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.BICUBIC
+        grey = grey.resize(size, method, reducing_gap=2.0 if scale < 0.5 else None)
+    return np.asarray(grey)
+
+
+def open_normalised_grey(path: Path, side: int = FEATURE_SIDE) -> np.ndarray:
+    """``normalised_grey`` of a file, a JPEG decoded at a reduced scale."""
+    with Image.open(path) as im:
+        if im.format == "JPEG":
+            im.draft("L", (side, side))
+        return normalised_grey(ImageOps.exif_transpose(im), side)
+
+
+def _detect(pixels: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarray]:
+    keypoints, descriptors = _orb(num_features).detectAndCompute(pixels, None)
+    if descriptors is None or not keypoints:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32)
+    return points, descriptors
+
+
+def extract(pixels: np.ndarray, num_features: int = NUM_FEATURES) -> LocalFeatures:
+    """ORB features of normalised grey ``pixels`` and of their mirror picture."""
+    points, descriptors = _detect(pixels, num_features)
+    mirror_points, mirror_descriptors = _detect(np.ascontiguousarray(pixels[:, ::-1]), num_features)
+    h, w = pixels.shape
+    return LocalFeatures((w, h), points, descriptors, mirror_points, mirror_descriptors)
+
+
+def extract_image(im: Image.Image, num_features: int = NUM_FEATURES) -> LocalFeatures:
+    return extract(normalised_grey(im), num_features)
+
+
+def extract_path(path: Path, num_features: int = NUM_FEATURES) -> LocalFeatures:
+    return extract(open_normalised_grey(path), num_features)
