@@ -20,7 +20,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "LANDMARKS_FAULT"
+FAULT_ENV = "LANDMARKS_TEST_FAULT"
 TORN_SUFFIX = ".torn"
 
 
@@ -139,7 +139,7 @@ _FAULT_HITS: dict[str, int] = {}
 
 
 def fault_point(stage: str, point: str) -> None:
-    """Test hook: SIGKILL this process here when ``LANDMARKS_FAULT`` is ``stage:point`` (the
+    """Test hook: SIGKILL this process here when ``LANDMARKS_TEST_FAULT`` is ``stage:point`` (the
     first time it is reached) or ``stage:point:N`` (the N-th time).
 
     Only the fault tests set the variable; without it this is one dict lookup. A kill (not an

@@ -24,7 +24,7 @@ def land(*args: str, fault: str | None = None, fsize: int | None = None):
     """Run ``landmarks ARGS`` in a fresh process; ``fault`` arms the kill hook."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LANDMARKS_")}
     if fault:
-        env["LANDMARKS_FAULT"] = fault
+        env["LANDMARKS_TEST_FAULT"] = fault
 
     def limit() -> None:  # a disk that fills up at `fsize` bytes per file
         if fsize is not None:

@@ -1,7 +1,7 @@
 """Faults at the worst moment of every stage, on real photos, in real processes.
 
 Each stage command runs as its own process (``python -m flows.cli``). A kill is a real SIGKILL
-raised at a named point by the test-only ``LANDMARKS_FAULT=stage:point[:N]`` hook; a full
+raised at a named point by the test-only ``LANDMARKS_TEST_FAULT=stage:point[:N]`` hook; a full
 disk is ``RLIMIT_FSIZE`` in the child; a read-only storage is an immutable (root) or
 permission-less (non-root) folder. After each fault the rerun must finish, and ``landmarks
 verify`` must find the storage consistent with nothing lost or counted twice.
@@ -72,7 +72,7 @@ def test_kill_after_crawl_rename_keeps_the_url(tmp_path: Path, real_raw: Path):
         "{'source': 'bing', 'engine': 'bing', 'query': 'petra', 'url': sys.argv[3]}, "
         "name='treasury.jpg')"
     )
-    env = {**os.environ, "LANDMARKS_FAULT": "crawl:renamed"}
+    env = {**os.environ, "LANDMARKS_TEST_FAULT": "crawl:renamed"}
     done = subprocess.run(
         [sys.executable, "-c", script, str(storage), str(staged), url],
         cwd=REPO_ROOT,
@@ -144,12 +144,13 @@ def test_kill_after_model_saved_then_resume(tmp_path: Path, source: Path):
         "[train]\nimage_size = 32\nbatch_size = 8\nepochs = 1\nconv_blocks = 1\n"
         "first_filters = 4\ndense_units = 8\n"
     )
-    args = ["train", "--storage", str(storage), "--config", str(config), "--run-id", "r1"]
+    args = ["train", "--storage", str(storage), "--config", str(config)]
     killed(*args, fault="train:model-saved")
     rc, report = verify(storage)
     assert rc == 1 and ("runs", "incomplete") in kinds(report)
-    ok(*args)
-    assert [p.name for p in (storage / "runs").iterdir() if p.is_dir()] == ["r1"]
+    [run_id] = [p.name for p in (storage / "runs").iterdir() if p.is_dir()]
+    ok(*args, "--run-id", run_id)  # resumes the killed run, no second run
+    assert [p.name for p in (storage / "runs").iterdir() if p.is_dir()] == [run_id]
     assert_consistent(storage)
 
 
