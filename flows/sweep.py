@@ -106,6 +106,27 @@ def sweep(
     return {"results_md": str(md_path), "results_csv": str(csv_path), "rows": rows}
 
 
+def _original_cnn_unless_named(
+    config_path: str | None, overrides: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The study measures the protocol on the original project's CNN, unless the config file,
+    the environment or an override names a model (the pipeline's default is pretrained)."""
+    import os
+
+    from landmarks.config import read_toml
+
+    named = (
+        "model" in (overrides or {}).get("train", {})
+        or "LANDMARKS_TRAIN__MODEL" in os.environ
+        or (config_path is not None and "model" in read_toml(Path(config_path)).get("train", {}))
+    )
+    return (
+        dict(overrides or {})
+        if named
+        else deep_merge(overrides or {}, {"train": {"model": "original_cnn"}})
+    )
+
+
 @flow(name="leakage", log_prints=True)
 def leakage(
     config_path: str | None = None,
@@ -119,6 +140,7 @@ def leakage(
     from landmarks.dataset import load_dataset
     from landmarks.storage import read_jsonl
 
+    overrides = _original_cnn_unless_named(config_path, overrides)
     settings = load_settings(Path(config_path) if config_path else None, overrides)
     layout = _layout(settings)
     version = split_version(layout.split_manifest)

@@ -174,3 +174,27 @@ def imagenet_classifier(image_size: int = IMAGE_SIZE) -> keras.Model:
     model = keras.Model(base.input, outputs, name="efficientnet_lite0_imagenet")
     port_weights(model, load_state_dict())
     return model
+
+
+def imagenet_features(
+    pixels: np.ndarray, image_size: int = IMAGE_SIZE, batch_size: int = 32
+) -> np.ndarray:
+    """(n, 1280) pooled ImageNet features of RGB uint8/float ``pixels`` (n, h, w, 3), resized
+    to ``image_size`` in batches (memory stays at one batch of inputs)."""
+    import tensorflow as tf
+
+    model = _feature_model(image_size)
+    out = []
+    for start in range(0, len(pixels), batch_size):
+        batch = tf.image.resize(
+            tf.convert_to_tensor(pixels[start : start + batch_size], tf.float32),
+            (image_size, image_size),
+            antialias=True,
+        )
+        out.append(np.asarray(model(batch, training=False), dtype=np.float32))
+    return np.concatenate(out) if out else np.zeros((0, FEATURES), np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _feature_model(image_size: int) -> keras.Model:
+    return pretrained_backbone(image_size)

@@ -117,3 +117,28 @@ def test_predict_and_export_agree(lite_run: Path, real_raw: Path, tmp_path: Path
     served = tf.saved_model.load(str(exported.saved_model_dir))
     np.testing.assert_allclose(served.serve(tf.constant(images)).numpy(), expected, atol=1e-4)
     assert json.loads(exported.classes_path.read_text())["image_size"] == 96
+
+
+def test_pretrained_is_the_default_and_the_original_cnn_one_setting_away(tmp_path: Path) -> None:
+    from flows.options import model_spec, train_options
+    from flows.sweep import _original_cnn_unless_named
+    from landmarks.config import load_settings
+
+    root = Path(__file__).resolve().parents[2]
+    default = load_settings()
+    assert model_spec(default).name == "efficientnet_lite0" and default.train.weights == "imagenet"
+    best = load_settings(root / "configs" / "best_cpu.toml")
+    assert (model_spec(best).name, train_options(best).image_size) == ("efficientnet_lite0", 224)
+    assert best.train.time_limit_s <= 600
+    original = load_settings(root / "configs" / "original.toml")
+    assert model_spec(original).name == "original_cnn" and original.train.image_size == 128
+    flag = load_settings(None, {"train": {"model": "original_cnn"}})
+    assert flag.train.image_size is None  # resolved by the model: 128 for the CNN
+    assert make_model(model_spec(flag), 3).input_shape == (None, 128, 128, 3)
+    # The leakage study stays on the original CNN unless a model is named.
+    assert _original_cnn_unless_named(None, {})["train"]["model"] == "original_cnn"
+    named = {"train": {"model": "vgg"}}
+    assert _original_cnn_unless_named(None, named) == named
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[train]\nmodel = "efficientnet_lite0"\n')
+    assert "model" not in _original_cnn_unless_named(str(cfg), {}).get("train", {})
