@@ -81,29 +81,29 @@ def backbone(image_size: int = IMAGE_SIZE) -> keras.Model:
     """EfficientNet-Lite0 from [0, 255] RGB to the 1280-wide pooled features."""
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="scale")(inputs)
-    x = _conv(x, 32, 3, 2, "_conv_stem")
-    x = _bn_act(x, "_bn0")
+    x = _conv(x, 32, 3, 2, "conv_stem")
+    x = _bn_act(x, "bn0")
     channels, index = 32, 0
     for kernel, stride, expand, out, repeats in STAGES:
         for r in range(repeats):
             x = _mbconv(x, channels, out, kernel, stride if r == 0 else 1, expand, index)
             channels, index = out, index + 1
-    x = _conv(x, FEATURES, 1, 1, "_conv_head")
-    x = _bn_act(x, "_bn1")
+    x = _conv(x, FEATURES, 1, 1, "conv_head")
+    x = _bn_act(x, "bn1")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.Model(inputs, x, name=BACKBONE)
 
 
 def _mbconv(x: Any, c_in: int, c_out: int, kernel: int, stride: int, expand: int, i: int) -> Any:
-    name = f"_blocks.{i}"
+    name = f"blocks.{i}"
     shortcut = x
     if expand != 1:
-        x = _conv(x, c_in * expand, 1, 1, f"{name}._expand_conv")
-        x = _bn_act(x, f"{name}._bn0")
-    x = _conv(x, 0, kernel, stride, f"{name}._depthwise_conv", groups=c_in * expand)
-    x = _bn_act(x, f"{name}._bn1")
-    x = _conv(x, c_out, 1, 1, f"{name}._project_conv")
-    x = _bn_act(x, f"{name}._bn2", act=False)
+        x = _conv(x, c_in * expand, 1, 1, f"{name}.expand_conv")
+        x = _bn_act(x, f"{name}.bn0")
+    x = _conv(x, 0, kernel, stride, f"{name}.depthwise_conv", groups=c_in * expand)
+    x = _bn_act(x, f"{name}.bn1")
+    x = _conv(x, c_out, 1, 1, f"{name}.project_conv")
+    x = _bn_act(x, f"{name}.bn2", act=False)
     if stride == 1 and c_in == c_out:
         x = layers.Add(name=f"{name}_add")([shortcut, x])
     return x
@@ -111,9 +111,15 @@ def _mbconv(x: Any, c_in: int, c_out: int, kernel: int, stride: int, expand: int
 
 def block_of(layer_name: str) -> int | None:
     """The MBConv index a backbone layer belongs to (None for stem, head and the rest)."""
-    if layer_name.startswith("_blocks."):
+    if layer_name.startswith("blocks."):
         return int(layer_name.split(".")[1].split("_")[0])
     return None
+
+
+def keras_name(torch_name: str) -> str:
+    """Checkpoint module name -> Keras layer name: ``_blocks.3._bn1`` -> ``blocks.3.bn1``
+    (TensorFlow refuses variable scopes that start with an underscore)."""
+    return torch_name.replace("._", ".").lstrip("_")
 
 
 def port_weights(model: keras.Model, state: dict[str, np.ndarray]) -> int:
@@ -121,12 +127,16 @@ def port_weights(model: keras.Model, state: dict[str, np.ndarray]) -> int:
 
     Conv kernels (O, I, kh, kw) become (kh, kw, I, O), depthwise (C, 1, kh, kw) become
     (kh, kw, C, 1); BatchNorm takes weight, bias, running mean, running var; a Dense named
-    ``_fc`` takes the (1000, 1280) ImageNet head transposed. Returns the tensors used; a shape
+    ``fc`` takes the (1000, 1280) ImageNet head transposed. Layer names follow
+    :func:`keras_name`. Returns the tensors used; a shape
     mismatch or a missing tensor is an error, never a silent skip.
     """
+    modules = {keras_name(key.rsplit(".", 1)[0]): key.rsplit(".", 1)[0] for key in state}
     used = 0
     for layer in model.layers:
-        name = layer.name
+        if layer.name not in modules:
+            continue
+        name = modules[layer.name]
         if isinstance(layer, layers.DepthwiseConv2D):
             values = [_take(state, f"{name}.weight").transpose(2, 3, 0, 1)]
         elif isinstance(layer, layers.Conv2D):
@@ -170,7 +180,7 @@ def pretrained_backbone(image_size: int = IMAGE_SIZE, weights: str = "imagenet")
 def imagenet_classifier(image_size: int = IMAGE_SIZE) -> keras.Model:
     """Backbone + the checkpoint's 1000-class ImageNet head (softmax): to check the port."""
     base = pretrained_backbone(image_size)
-    outputs = layers.Dense(1000, activation="softmax", name="_fc")(base.output)
+    outputs = layers.Dense(1000, activation="softmax", name="fc")(base.output)
     model = keras.Model(base.input, outputs, name="efficientnet_lite0_imagenet")
     port_weights(model, load_state_dict())
     return model

@@ -1,10 +1,13 @@
-"""Training steps for a pretrained backbone: the head on cached features, then the top blocks.
+"""Training steps for a pretrained backbone, shaped for a CPU.
 
-Phase 1 computes the frozen backbone's pooled features of every train and val image once (kept
-in the run folder, so a resumed run does not pay again) and fits the small head on them: on a
-CPU this is seconds instead of an epoch-long forward pass per head epoch. Phase 2 unfreezes
-the top MBConv blocks (BatchNorm stays frozen and in inference mode) and fine-tunes them with
-a lower learning rate through the ordinary epoch loop of :mod:`landmarks.train`.
+The bottom of the backbone stays frozen, so its output for a given image never changes: it is
+computed once per train and val image (and for its mirror image when on-the-fly augmentation
+is on), kept in the run folder (``features.npz``; a resumed run reuses it), and every epoch
+after that runs only the top blocks and the head: seconds instead of minutes per epoch on two
+cores. Phase 1 fits the head alone on the pooled features; phase 2 unfreezes the top MBConv
+blocks (BatchNorm stays frozen and in inference mode, keeping the ImageNet statistics that
+small batches would spoil) and fine-tunes them at a lower rate in the ordinary epoch loop of
+:mod:`landmarks.train`.
 """
 
 from __future__ import annotations
@@ -46,36 +49,115 @@ def head_model(model: Any, backbone: Any) -> Any:
     return keras.Model(inputs, x, name="head_on_features")
 
 
+def _block_input(backbone: Any, block: int) -> Any:
+    """The tensor that enters MBConv block ``block`` (its first conv's input)."""
+    for suffix in ("expand_conv", "depthwise_conv"):
+        name = f"blocks.{block}.{suffix}"
+        if any(layer.name == name for layer in backbone.layers):
+            return backbone.get_layer(name).input
+    raise ValueError(f"the backbone has no block {block}")
+
+
+def split_for_fine_tuning(model: Any, backbone: Any, blocks: int) -> tuple[Any, Any, Any]:
+    """(bottom, to_pooled, top): ``bottom`` maps images to what the frozen part outputs,
+    ``to_pooled`` maps that to the pooled features (None when nothing is fine-tuned: the
+    bottom's output is already pooled), ``top`` maps it to class probabilities. All share
+    ``model``'s layers, so training ``top`` trains ``model``."""
+    import keras
+
+    from landmarks.efficientnet_lite import NUM_BLOCKS
+
+    if blocks <= 0:
+        return backbone, None, head_model(model, backbone)
+    cut = _block_input(backbone, NUM_BLOCKS - min(blocks, NUM_BLOCKS))
+    bottom = keras.Model(backbone.input, cut, name="frozen_bottom")
+    to_pooled = keras.Model(cut, backbone.output, name="top_blocks")
+    inputs = keras.Input(shape=cut.shape[1:])
+    x = to_pooled(inputs, training=False)
+    after = False
+    for layer in model.layers:
+        if after:
+            x = layer(x)
+        after = after or layer is backbone
+    return bottom, to_pooled, keras.Model(inputs, x, name="top_and_head")
+
+
 def cached_features(
-    backbone: Any,
+    bottom: Any,
     splits: dict[str, Sequence[str]],
     image_size: int,
     batch_size: int,
     run_dir: Path,
+    mirrored: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
-    """Pooled backbone features per split, computed once and kept in ``features.npz``."""
-    from landmarks.data import make_image_dataset
+    """``bottom``'s output per split, computed once and kept in ``features.npz``. Splits named
+    in ``mirrored`` are also computed on left-right mirrored images (as ``<split>_flip``)."""
+    import tensorflow as tf
+
+    from landmarks.data import decode
     from landmarks.storage import atomic_path
 
+    wanted = {**splits, **{f"{name}_flip": splits[name] for name in mirrored}}
+    shape = tuple(bottom.output.shape[1:])
     path = run_dir / FEATURES_FILE
     if path.exists():
         with np.load(path) as cached:
             if all(
-                name in cached and len(cached[name]) == len(paths) for name, paths in splits.items()
+                name in cached
+                and len(cached[name]) == len(paths)
+                and tuple(cached[name].shape[1:]) == shape
+                for name, paths in wanted.items()
             ):
                 log.info("reusing cached backbone features %s", path)
-                return {name: cached[name] for name in splits}
+                return {name: cached[name] for name in wanted}
     out: dict[str, np.ndarray] = {}
-    for name, paths in splits.items():
+    for name, paths in wanted.items():
         if not paths:
-            out[name] = np.zeros((0, backbone.output.shape[-1]), np.float32)
+            out[name] = np.zeros((0, *shape), np.float32)
             continue
-        log.info("backbone features of %d %s images", len(paths), name)
-        dataset = make_image_dataset(list(paths), image_size, batch_size)
-        out[name] = backbone.predict(dataset, verbose=0).astype(np.float32)
+        flip = name.endswith("_flip")
+        log.info("frozen backbone features of %d %s images", len(paths), name)
+
+        def load(p: tf.Tensor, flip: bool = flip) -> tf.Tensor:
+            image = decode(p, image_size)
+            return tf.image.flip_left_right(image) if flip else image
+
+        dataset = (
+            tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+            .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        out[name] = bottom.predict(dataset, verbose=0).astype(np.float32)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         np.savez(fh, **out)
     return out
+
+
+def pooled(to_pooled: Any, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """Pooled features from cached bottom outputs (the rows themselves without top blocks)."""
+    if to_pooled is None or not len(rows):
+        return rows if to_pooled is None else np.zeros((0, to_pooled.output.shape[-1]))
+    return to_pooled.predict(rows, batch_size=batch_size * 4, verbose=0)
+
+
+def feature_dataset(
+    rows: np.ndarray,
+    labels: Sequence[int],
+    num_classes: int,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 42,
+) -> Any:
+    """Batches of (cached features, one-hot label) for the epoch loop."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        (rows, tf.one_hot(tf.constant(list(labels), tf.int32), num_classes))
+    )
+    if shuffle:
+        ds = ds.shuffle(max(1, len(rows)), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def fit_head(
@@ -148,7 +230,7 @@ def unfreeze_top(backbone: Any, blocks: int) -> int:
     trainable = 0
     for layer in backbone.layers:
         block = block_of(layer.name)
-        top = (block is not None and block >= first) or layer.name in ("_conv_head",)
+        top = (block is not None and block >= first) or layer.name == "conv_head"
         layer.trainable = top and not isinstance(layer, layers.BatchNormalization)
         trainable += bool(layer.trainable and layer.weights)
     return trainable

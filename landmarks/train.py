@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from landmarks.finetune import backbone_of, cached_features, unfreeze_top
+import numpy as np
+
+from landmarks.finetune import (
+    backbone_of,
+    cached_features,
+    feature_dataset,
+    pooled,
+    split_for_fine_tuning,
+    unfreeze_top,
+)
 from landmarks.finetune import fit_head as finetune_head
 from landmarks.plots import pyplot, save_figure
 from landmarks.storage import atomic_path, atomic_write_json
@@ -162,22 +171,33 @@ def _pretrained_phase(
     options: TrainOptions,
     weights: dict[int, float] | None,
     fit_head: bool,
-) -> float:
-    """Head on cached features (unless resuming), then unfreeze the top blocks; returns the
-    learning rate of the epoch loop that fine-tunes them."""
+) -> tuple[Any, Any, Any, float]:
+    """Cache the frozen bottom's output, fit the head on it (unless resuming), unfreeze the
+    top blocks. Returns what the epoch loop fits (the top of ``model``, sharing its layers),
+    its train and val datasets of cached features, and its learning rate."""
+    bottom, to_pooled, top = split_for_fine_tuning(model, backbone, options.fine_tune_blocks)
+    mirrored = ("train",) if options.augment_on_the_fly != "none" else ()
+    cached = cached_features(
+        bottom,
+        {"train": train_items[0], "val": val_items[0]},
+        image_size,
+        options.batch_size,
+        run_dir,
+        mirrored=mirrored,
+    )
+    train_rows, train_labels = cached["train"], list(train_items[1])
+    if mirrored:  # each mirror image is one more train row
+        train_rows = np.concatenate([train_rows, cached["train_flip"]])
+        train_labels = train_labels * 2
     if fit_head and options.head_epochs:
-        features = cached_features(
-            backbone,
-            {"train": train_items[0], "val": val_items[0]},
-            image_size,
-            options.batch_size,
-            run_dir,
-        )
         logs = finetune_head(
             model,
             backbone,
-            features,
-            {"train": train_items[1], "val": val_items[1]},
+            {
+                "train": pooled(to_pooled, train_rows, options.batch_size),
+                "val": pooled(to_pooled, cached["val"], options.batch_size),
+            },
+            {"train": train_labels, "val": val_items[1]},
             num_classes,
             epochs=options.head_epochs,
             learning_rate=options.head_learning_rate,
@@ -189,9 +209,18 @@ def _pretrained_phase(
         atomic_write_json(run_dir / "head_phase.json", logs)
     trainable = unfreeze_top(backbone, options.fine_tune_blocks)
     log.info("fine-tuning %d backbone layers (top %d blocks)", trainable, options.fine_tune_blocks)
-    return (
+    train_ds = feature_dataset(
+        train_rows, train_labels, num_classes, options.batch_size, True, options.seed
+    )
+    val_ds = (
+        feature_dataset(cached["val"], val_items[1], num_classes, options.batch_size)
+        if val_items[0]
+        else None
+    )
+    rate = (
         options.fine_tune_learning_rate if options.fine_tune_blocks else options.head_learning_rate
     )
+    return top, train_ds, val_ds, rate
 
 
 def train_model(
@@ -257,9 +286,10 @@ def train_model(
     weights = class_weights(train_labels, num_classes) if options.class_weighting else None
     started = time.monotonic()
     learning_rate = options.learning_rate
+    fit_model = model  # a pretrained model fits its top on cached features instead
     backbone = backbone_of(model)
     if backbone is not None:
-        learning_rate = _pretrained_phase(
+        fit_model, train_ds, val_ds, learning_rate = _pretrained_phase(
             model,
             backbone,
             train_items,
@@ -271,7 +301,7 @@ def train_model(
             weights,
             fit_head=not previous_epochs,
         )
-    model.compile(
+    fit_model.compile(
         optimizer=optimizers[options.optimizer](learning_rate=learning_rate),
         loss="categorical_crossentropy",
         metrics=[
@@ -319,7 +349,7 @@ def train_model(
         )
     if previous_epochs:
         log.info("resuming training in %s after epoch %d", run_dir, previous_epochs)
-    model.fit(
+    fit_model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=options.epochs,
