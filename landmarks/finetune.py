@@ -40,13 +40,17 @@ def head_model(model: Any, backbone: Any) -> Any:
     import keras
 
     inputs = keras.Input(shape=backbone.output.shape[1:])
-    x = inputs
+    return keras.Model(inputs, _head_on(model, backbone, inputs), name="head_on_features")
+
+
+def _head_on(model: Any, backbone: Any, x: Any) -> Any:
+    """Apply ``model``'s layers after ``backbone`` (its head) to ``x``."""
     after = False
     for layer in model.layers:
         if after:
             x = layer(x)
         after = after or layer is backbone
-    return keras.Model(inputs, x, name="head_on_features")
+    return x
 
 
 def _block_input(backbone: Any, block: int) -> Any:
@@ -73,12 +77,7 @@ def split_for_fine_tuning(model: Any, backbone: Any, blocks: int) -> tuple[Any, 
     bottom = keras.Model(backbone.input, cut, name="frozen_bottom")
     to_pooled = keras.Model(cut, backbone.output, name="top_blocks")
     inputs = keras.Input(shape=cut.shape[1:])
-    x = to_pooled(inputs, training=False)
-    after = False
-    for layer in model.layers:
-        if after:
-            x = layer(x)
-        after = after or layer is backbone
+    x = _head_on(model, backbone, to_pooled(inputs, training=False))
     return bottom, to_pooled, keras.Model(inputs, x, name="top_and_head")
 
 
@@ -130,7 +129,7 @@ def cached_features(
         )
         out[name] = bottom.predict(dataset, verbose=0).astype(np.float32)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **out)
+        np.savez(fh, **out)  # type: ignore[arg-type]
     return out
 
 
