@@ -50,7 +50,9 @@ def sweep(
     for trial in plan.trials:
         settings = load_settings(
             Path(config_path) if config_path else None,
-            deep_merge(overrides or {}, {"train": trial.train}),
+            _original_cnn_unless_named(
+                config_path, deep_merge(overrides or {}, {"train": trial.train})
+            ),
         )
         spec, train_opts = opt.model_spec(settings), opt.train_options(settings)
         run_id = sweep_core.trial_run_id(plan.name, version, trial.label)
@@ -109,8 +111,9 @@ def sweep(
 def _original_cnn_unless_named(
     config_path: str | None, overrides: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """The study measures the protocol on the original project's CNN, unless the config file,
-    the environment or an override names a model (the pipeline's default is pretrained)."""
+    """Sweeps and the leakage study train the original project's CNN unless the config file,
+    the environment, the sweep or an override names a model (the pipeline's default is
+    pretrained)."""
     import os
 
     from landmarks.config import read_toml
