@@ -4,9 +4,11 @@ top 40 suspects, over several random swaps, next to baselines measured in the sa
     .venv/bin/python benchmarks/suspects.py [--real ../shared/datasets/landmarks-real/raw]
         [--swaps 20]
 
-Baselines: a colour-only model (the Lab grid group alone, same folds and kernel ridge) and a
-random order (expected hits = 20 * 40 / n). Features do not depend on labels, so they are
-extracted once and every swap reuses them; one full end-to-end run is timed separately.
+Suspects use EfficientNet-Lite0 ImageNet features (the default). Baselines, same folds and
+kernel ridge: the features learned from the photos alone (the default before; patch words, Lab
+grid, GIST), a colour-only model (the Lab grid group alone) and a random order (expected
+hits = 20 * 40 / n). Features do not depend on labels, so they are extracted once and every
+swap reuses them; one full end-to-end run is timed separately.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +77,16 @@ def main() -> None:
     start = time.perf_counter()
     groups = suspects.extract_features(pixels, options)
     features_s = time.perf_counter() - start
+    start = time.perf_counter()
+    own_groups = suspects.extract_features(pixels, replace(options, pretrained=False))
+    own_s = time.perf_counter() - start
     ids = suspects.near_duplicate_groups(pixels)
-    print(f"decode {decode_s:.1f} s, features {features_s:.1f} s")
+    print(
+        f"decode {decode_s:.1f} s, features {features_s:.1f} s "
+        f"({'+'.join(g.name for g in groups)}), photos-only features {own_s:.1f} s"
+    )
 
-    ours, colour, accuracy = [], [], []
+    ours, own, colour, accuracy = [], [], [], []
     fit_s = 0.0
     for draw in range(args.swaps):
         r = np.random.default_rng(100 + draw)
@@ -87,6 +96,7 @@ def main() -> None:
             labels[i] = r.choice([c for c in range(len(class_names)) if c != truth[i]])
         scores = np.zeros((len(truth), len(class_names)))
         colour_scores = np.zeros_like(scores)
+        own_scores = np.zeros_like(scores)
         for repeat in range(options.repeats):
             # the same fold draws as suspects_in_folder makes, repeated and averaged
             folds = suspects.assign_folds(labels, ids, options.num_folds, 1000 * draw + repeat)
@@ -95,23 +105,29 @@ def main() -> None:
                 groups, labels, folds, len(class_names), options.ridge
             )
             fit_s += time.perf_counter() - start
+            own_scores += suspects.out_of_fold_scores(
+                own_groups, labels, folds, len(class_names), options.ridge
+            )
             colour_scores += suspects.out_of_fold_scores(
-                [g for g in groups if g.name == "lab_grid"],
+                [g for g in own_groups if g.name == "lab_grid"],
                 labels,
                 folds,
                 len(class_names),
                 options.ridge,
             )
         ours.append(hits_in_top(scores, labels, set(swapped_idx.tolist()), 40))
+        own.append(hits_in_top(own_scores, labels, set(swapped_idx.tolist()), 40))
         colour.append(hits_in_top(colour_scores, labels, set(swapped_idx.tolist()), 40))
         accuracy.append(float((scores.argmax(1) == truth).mean()))
     random_hits = 20 * 40 / len(truth)
     print(f"{args.swaps} draws of 20 swapped labels among {len(truth)} photos, hits in top 40:")
     print(f"  suspects     mean {np.mean(ours):5.1f}  min {min(ours):2d}  {ours}")
+    print(f"  photos only  mean {np.mean(own):5.1f}  min {min(own):2d}  {own}  (baseline)")
     print(f"  colour only  mean {np.mean(colour):5.1f}  min {min(colour):2d}  {colour}")
     print(f"  random order mean {random_hits:5.1f}")
     print(
-        f"  ratio suspects / colour only {np.mean(ours) / np.mean(colour):.2f}, "
+        f"  ratio suspects / photos only {np.mean(ours) / np.mean(own):.2f}, "
+        f"suspects / colour only {np.mean(ours) / np.mean(colour):.2f}, "
         f"suspects / random {np.mean(ours) / random_hits:.1f}"
     )
     print(

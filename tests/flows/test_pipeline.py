@@ -19,6 +19,7 @@ def _overrides(storage: Path, source: Path) -> dict:
         "source": str(source),
         "augment": {"multiplier": 0.5, "chunk_size": 10, "output_size": 64},
         "train": {
+            "model": "original_cnn",  # tiny and fast; the default is the pretrained model
             "epochs": 1,
             "image_size": 32,
             "batch_size": 16,

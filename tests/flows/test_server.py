@@ -268,7 +268,8 @@ def _config(tmp_path: Path, storage: Path, source: Path) -> Path:
     path.write_text(
         f'storage_dir = "{storage}"\nsource = "{source}"\n'
         "[augment]\nmultiplier = 0.5\nchunk_size = 8\noutput_size = 48\n"
-        "[train]\nepochs = 1\nimage_size = 32\nbatch_size = 16\nconv_blocks = 1\n"
+        '[train]\nmodel = "original_cnn"\nepochs = 1\nimage_size = 32\nbatch_size = 16\n'
+        "conv_blocks = 1\n"
         "first_filters = 4\ndense_units = 16\n"
     )
     return path

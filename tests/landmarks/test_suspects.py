@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ def _swapped_tree(
 
 
 def test_acceptance_20_swapped_labels_on_all_real_photos(tmp_path: Path, real_raw: Path):
-    """20 labels swapped at random among the 822 real photos: at least 15 in the top 40."""
+    """20 labels swapped at random among the 822 real photos: at least 18 in the top 40 with
+    the ImageNet features (the photos-only features reached 15 on this draw)."""
     truth = _swapped_tree(tmp_path / "tree", None, 20, seed=2024)
     out = tmp_path / "suspects.json"
     result = CliRunner().invoke(app, ["suspects", str(tmp_path / "tree"), "--json", str(out)])
@@ -48,7 +50,7 @@ def test_acceptance_20_swapped_labels_on_all_real_photos(tmp_path: Path, real_ra
     assert scores == sorted(scores, reverse=True), "most suspect first"
     top = {r["path"] for r in ranked[:40]}
     hits = top & set(truth)
-    assert len(hits) >= 15, f"only {len(hits)} of 20 swapped labels in the top 40"
+    assert len(hits) >= 18, f"only {len(hits)} of 20 swapped labels in the top 40"
     # For most caught swaps the suggested class is the true one.
     by_path = {r["path"]: r for r in ranked}
     right = sum(by_path[p]["suggested"] == truth[p] for p in hits)
@@ -76,6 +78,9 @@ def test_no_photo_is_scored_by_a_model_that_saw_it(real_raw: Path):
     pixels, ok, bad = suspects.load_all(photos)
     assert len(ok) == 30 and not bad
     groups = suspects.extract_features(pixels, FAST)
+    assert [g.name for g in groups] == ["imagenet"] and groups[0].plain.shape == (30, 1280)
+    own = suspects.extract_features(pixels, replace(FAST, pretrained=False))
+    assert [g.name for g in own] == ["patch_words", "lab_grid", "gist"]
     ids = suspects.near_duplicate_groups(pixels)
     folds = suspects.assign_folds(labels, ids, 3, seed=0)
     for g in np.unique(ids):
