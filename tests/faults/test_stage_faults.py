@@ -141,7 +141,8 @@ def test_kill_after_model_saved_then_resume(tmp_path: Path, source: Path):
     config = tmp_path / "tiny.toml"
     config.write_text(
         "[augment]\nmultiplier = 1\nchunk_size = 2\noutput_size = 32\n"
-        "[train]\nimage_size = 32\nbatch_size = 8\nepochs = 1\nconv_blocks = 1\n"
+        '[train]\nmodel = "original_cnn"\n'
+        "image_size = 32\nbatch_size = 8\nepochs = 1\nconv_blocks = 1\n"
         "first_filters = 4\ndense_units = 8\n"
     )
     args = ["train", "--storage", str(storage), "--config", str(config)]

@@ -39,6 +39,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def test_serve_after_deploy_runs_a_retrain_and_stops_on_ctrl_c(tmp_path: Path, small_subset: Path):
     storage = tmp_path / "s"
+    tiny = tmp_path / "tiny.toml"  # the original CNN, tiny: the test is about serving
+    tiny.write_text('[train]\nmodel = "original_cnn"\nconv_blocks = 1\nfirst_filters = 4\n')
     runner = CliRunner()
     for step in (["crawl", "--source", str(small_subset)], ["clean"], ["dedup"], ["split"]):
         result = runner.invoke(app, [*step, "--storage", str(storage)])
@@ -100,6 +102,8 @@ def test_serve_after_deploy_runs_a_retrain_and_stops_on_ctrl_c(tmp_path: Path, s
                 *landmarks,
                 "retrain",
                 "--wait",
+                "--config",
+                str(tiny),
                 "--storage",
                 str(storage),
                 "--epochs",

@@ -30,7 +30,8 @@ def test_stages_training_augmentation_run_ids_and_file_modes(tmp_path: Path, sma
     storage = tmp_path / "s"
     config = tmp_path / "tiny.toml"
     config.write_text(
-        "[train]\nepochs = 1\nimage_size = 32\nbatch_size = 16\nconv_blocks = 1\n"
+        '[train]\nmodel = "original_cnn"\n'
+        "epochs = 1\nimage_size = 32\nbatch_size = 16\nconv_blocks = 1\n"
         "first_filters = 4\ndense_units = 16\n"
     )
     common = ["--storage", str(storage), "--config", str(config)]
