@@ -143,9 +143,11 @@ def write_classes(run_dir: Path, class_names: list[str]) -> Path:
     return path
 
 
-def plot_history(history_path: Path, out_path: Path) -> Path:
-    plt = pyplot()
+def history_figure(history_path: Path) -> Any:
+    """Loss and accuracy per epoch (train and validation), whole epochs on the x axis."""
+    from matplotlib.ticker import MaxNLocator
 
+    plt = pyplot()
     rows = _read_history(history_path)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [int(r["epoch"]) + 1 for r in rows]
@@ -155,10 +157,15 @@ def plot_history(history_path: Path, out_path: Path) -> Path:
             if rows and key in rows[0]:
                 ax.plot(epochs, [r[key] for r in rows], style, label=key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    return save_figure(fig, out_path, dpi=100)
+    return fig
+
+
+def plot_history(history_path: Path, out_path: Path) -> Path:
+    return save_figure(history_figure(history_path), out_path, dpi=100)
 
 
 def _pretrained_phase(
@@ -356,6 +363,7 @@ def train_model(
         epochs=options.epochs,
         class_weight=weights,
         callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles itself; Keras warns otherwise
         verbose=2,
     )
     train_seconds = time.monotonic() - started

@@ -2,13 +2,14 @@
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 from landmarks.evaluate import evaluate_model
 from landmarks.models import ModelSpec, make_model
-from landmarks.train import TrainOptions, class_weights, train_model
+from landmarks.train import TrainOptions, class_weights, history_figure, train_model
 
 pytestmark = pytest.mark.slow
 
@@ -41,16 +42,25 @@ def test_train_then_evaluate_and_rerun_resumes(tmp_path: Path, small_subset: Pat
     paths, labels, classes = _items(small_subset, 10)
     spec = ModelSpec(image_size=32, conv_blocks=2, first_filters=8, dense_units=16)
     opts = TrainOptions(image_size=32, batch_size=8, epochs=2, early_stopping_patience=0)
-    result = train_model(
-        lambda n: make_model(spec, n),
-        (paths, labels),
-        (paths[:8], labels[:8]),
-        len(classes),
-        tmp_path / "run",
-        opts,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train_model(
+            lambda n: make_model(spec, n),
+            (paths, labels),
+            (paths[:8], labels[:8]),
+            len(classes),
+            tmp_path / "run",
+            opts,
+        )
+    # The input pipeline shuffles itself: no Keras warning about an ignored shuffle flag.
+    assert not [w for w in caught if "shuffle" in str(w.message)]
     assert result.model_path.is_file() and result.epochs_run == 2
     assert result.curves_path.is_file()
+    # The curves' x axis counts whole epochs (no 0.25 steps for a 2-epoch run).
+    fig = history_figure(tmp_path / "run" / "history.csv")
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
     assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents*"))
     ev = evaluate_model(result.model_path, paths, labels, classes, tmp_path / "run", 32)
     assert 0 <= ev.metrics["top1"] <= ev.metrics["top3"] <= 1
