@@ -30,7 +30,9 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from landmarks import dedup, hamming, hashing  # noqa: E402
+from landmarks import dedup  # noqa: E402
+from landmarks.dedup import hamming, hashing  # noqa: E402
+from landmarks.dedup import stage as dedup_stage  # noqa: E402
 
 TRANSFORMS = ("resize50", "jpeg_q30", "crop80", "rot90", "hflip", "bright20", "watermark")
 
@@ -262,11 +264,11 @@ def bench_quality(files: list[Path], real_root: Path) -> None:
             )
 
         def ours(options: dedup.DedupOptions) -> set[tuple[int, int]]:
-            hashes = dedup.hash_files(paths, options)
-            candidates = dedup._candidates(hashes, options)
+            hashes = dedup_stage.hash_files(paths, options)
+            candidates = dedup_stage._candidates(hashes, options)
             confirmed, _ = dedup.confirm_pairs(candidates, paths, options)
             if options.local_features:
-                feats = dedup.feature_files(paths, options)
+                feats = dedup_stage.feature_files(paths, options)
                 more, _ = dedup.feature_pairs(feats, hashes, paths, confirmed, options)
                 confirmed += more
             return _group_pairs(n, {(p.i, p.j) for p in confirmed})

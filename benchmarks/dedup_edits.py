@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import dedup as bench_dedup  # noqa: E402
 import dedup_edit_families as families  # noqa: E402
 
-from landmarks import dedup, hamming, images  # noqa: E402
+from landmarks import dedup, images  # noqa: E402
+from landmarks.dedup import hamming  # noqa: E402
 
 METHODS = ("naive pHash, distance 10", "imagededup PHash", "ours before", "ours")
 
@@ -211,7 +212,7 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000) -> None:
     """
     import resource
 
-    from landmarks import feature_index, features
+    from landmarks.dedup import feature_index, features
 
     files = sorted(p for p in root.rglob("*") if p.is_file())[::8]
     real = np.concatenate([features.extract_path(p).descriptors for p in files])

@@ -90,7 +90,7 @@ def dedup(
     if workers is not None:
         options = replace(options, num_workers=workers)
     if folder is not None:
-        from landmarks import dedup_report
+        from landmarks.dedup import report as dedup_report
         from landmarks.storage import atomic_write_json
 
         if not folder.is_dir():

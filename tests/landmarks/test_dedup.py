@@ -9,15 +9,18 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from typer.testing import CliRunner
 
-from landmarks import hamming, hashing, images, verify
+from landmarks import images
 from landmarks.clean import CleanOptions, clean_raw, current_records
 from landmarks.dedup import (
     DedupOptions,
     dedup_clean,
     dedup_folder,
     dihedral_phashes,
+    hamming,
+    hashing,
     hex_to_words,
     near_pairs,
+    verify,
 )
 from landmarks.ingest import import_folder
 from landmarks.storage import Layout, read_json, read_jsonl

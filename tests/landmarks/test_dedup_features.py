@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from landmarks import dedup_features, feature_index, features, images
+from landmarks import images
 from landmarks.clean import CleanOptions, clean_raw, current_records
-from landmarks.dedup import DedupOptions, dedup_clean, dedup_folder
+from landmarks.dedup import DedupOptions, dedup_clean, dedup_folder, feature_index, features
+from landmarks.dedup import candidates as dedup_features
 from landmarks.ingest import import_folder
 from landmarks.storage import Layout, read_json
 

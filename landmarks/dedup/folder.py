@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from landmarks import features, hashing, images
-from landmarks.dedup import (
+from landmarks import images
+from landmarks.dedup import features, hashing
+from landmarks.dedup.stage import (
     DedupOptions,
     Progress,
     _candidates,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from landmarks.hamming import ragged_arange
+from landmarks.dedup.hamming import ragged_arange
 
 DESCRIPTOR_BITS = 256
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from landmarks import feature_index, features
-from landmarks import verify as verifier
+from landmarks.dedup import feature_index, features
+from landmarks.dedup import verify as verifier
 from landmarks.storage import atomic_write_bytes
 
 # A copy's keypoints may be turned by any angle (ORB is rotation invariant); the aligned
