@@ -89,6 +89,10 @@ KNOWN_DUPLICATES = [
     ("petra/ho_train_Petra_5.jpg", "petra/ho_train_Petra_7.jpg"),
     # a watercolour filter over the same photo
     ("taj_mahal/ho_train_Taj_Mahal_42.jpg", "taj_mahal/ho_train_Taj_Mahal_44.jpg"),
+    # two crops of one photo each (same clouds, people and trees), found by the wider
+    # local-feature candidates
+    ("statue_of_liberty/ht_000019.jpg", "statue_of_liberty/ht_000065.jpg"),
+    ("taj_mahal/hi_testing_image690.jpg", "taj_mahal/hi_training_image129.jpg"),
 ]
 
 

@@ -177,7 +177,7 @@ def bench_quality(files: list[Path], root: Path, per_photo: int, workers: int) -
         cells = "".join(f"{per.get(f, 0):9.3f}" for f in fams)
         print(f"{label:28s}{cells}  {precision:9.4f} {len(false):6d} {seconds:8.1f}")
         if label == METHODS[3]:
-            for a, b in false[:30]:
+            for a, b in false[:60]:
                 print(f"    false pair: {a}  ~  {b}")
 
 

@@ -26,7 +26,7 @@ from landmarks.storage import atomic_write_bytes
 # A copy's keypoints may be turned by any angle (ORB is rotation invariant); the aligned
 # pixels still have to correlate, which a different photo of the same place does not.
 FEATURE_VERIFY = verifier.VerifyOptions(
-    max_rotation_deg=180.0, min_inliers=10, min_inlier_ratio=0.55
+    max_rotation_deg=180.0, min_inliers=10, min_inlier_ratio=0.25
 )
 MIN_TILE_CORRELATION = 0.85
 
@@ -36,6 +36,9 @@ def verify_settings() -> list:
     return sorted(vars(FEATURE_VERIFY).items()) + [
         ("max_inlier_error", verifier.MAX_INLIER_ERROR),
         ("min_tile_share", verifier.MIN_TILE_SHARE),
+        ("min_exact_tile_share", verifier.MIN_EXACT_TILE_SHARE),
+        ("weak_geometry", verifier.SURE_INLIER_RATIO, verifier.SURE_INLIER_ERROR),
+        ("weak_geometry_min_tiles", verifier.WEAK_GEOMETRY_MIN_TILES),
         ("min_tiles", MIN_TILE_CORRELATION),
         ("ratio", verifier.RATIO),
     ]

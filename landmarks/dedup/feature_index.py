@@ -26,12 +26,12 @@ DESCRIPTOR_BITS = 256
 
 @dataclass(frozen=True)
 class IndexOptions:
-    tables: int = 4
-    bits: int = 22
-    max_bucket: int = 8
+    tables: int = 6
+    bits: int = 20
+    max_bucket: int = 16
     max_distance: int = 48
-    min_votes: int = 4
-    top_k: int = 3
+    min_votes: int = 2
+    top_k: int = 5
     seed: int = 20261129
 
 

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from landmarks import images
 from landmarks.clean import CleanOptions, clean_raw, current_records
-from landmarks.dedup import DedupOptions, dedup_clean, dedup_folder, feature_index, features
+from landmarks.dedup import DedupOptions, dedup_clean, dedup_folder, feature_index, features, verify
 from landmarks.dedup import candidates as dedup_features
 from landmarks.ingest import import_folder
 from landmarks.storage import Layout, read_json
@@ -83,6 +83,35 @@ def test_crops_rotations_and_overlays_are_found(tmp_path: Path, real_raw: Path):
         "petra/copy_offcentre.jpg" in _members(g) and "petra/original.jpg" in _members(g)
         for g in before.groups
     )
+
+
+def test_a_copy_under_a_band_and_a_logo_is_found(tmp_path: Path, real_raw: Path):
+    """A dark text band and a logo over a fifth of the frame spoil over 30% of the tiles, so
+    fewer than ``MIN_TILE_SHARE`` correlate at 0.7; the rest are the same pixels (>= 0.95)."""
+    im = ImageOps.exif_transpose(Image.open(real_raw / ORIGINAL)).convert("RGB")
+    w, h = im.size
+    stamped = im.copy()
+    draw = ImageDraw.Draw(stamped)
+    draw.rectangle((0, round(h * 0.86), w, h), fill=(20, 20, 30))
+    draw.text((w * 0.05, h * 0.88), "(c) STOCK PHOTO", fill="white", font_size=h // 16)
+    draw.rectangle((round(w * 0.62), round(h * 0.05), round(w * 0.95), round(h * 0.3)), fill="red")
+    tree = tmp_path / "src" / "petra"
+    tree.mkdir(parents=True)
+    for p in sorted((real_raw / "petra").glob("*.jpg"))[:10]:
+        shutil.copy(p, tree / p.name)
+    shutil.copy(real_raw / ORIGINAL, tree / "original.jpg")
+    (tree / "copy_stamped.jpg").write_bytes(_jpeg(stamped))
+
+    a = features.open_normalised_grey(tree / "original.jpg")
+    b = features.open_normalised_grey(tree / "copy_stamped.jpg")
+    scores = verify.tile_scores(a, b, np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+    assert (scores >= 0.7).mean() < verify.MIN_TILE_SHARE  # the share rule alone says no
+    assert (scores >= 0.95).mean() >= verify.MIN_EXACT_TILE_SHARE
+
+    found = dedup_folder(tree.parent, DedupOptions(), images.ImageLimits())
+    group = [g for g in found.groups if "petra/original.jpg" in _members(g)]
+    assert len(group) == 1
+    assert "petra/copy_stamped.jpg" in _members(group[0])
 
 
 def _members(group: dict) -> set[str]:
