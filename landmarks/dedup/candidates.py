@@ -39,6 +39,7 @@ def verify_settings() -> list:
         ("min_exact_tile_share", verifier.MIN_EXACT_TILE_SHARE),
         ("weak_geometry", verifier.SURE_INLIER_RATIO, verifier.SURE_INLIER_ERROR),
         ("weak_geometry_min_tiles", verifier.WEAK_GEOMETRY_MIN_TILES),
+        ("detail", verifier.DETAILED_SAMPLING, verifier.MIN_DETAIL_CORRELATION),
         ("min_tiles", MIN_TILE_CORRELATION),
         ("ratio", verifier.RATIO),
     ]
@@ -106,6 +107,7 @@ def verify_candidate(
         pixels_b,
         options,
         min_tiles,
+        (fa.source_side, fb.source_side),
     )
 
 

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 FEATURE_SIDE = 320
 NUM_FEATURES = 256
-FEATURE_VERSION = 1  # bump when the features change, so cached ones are redone
+FEATURE_VERSION = 2  # bump when the features change, so cached ones are redone
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class LocalFeatures:
     """ORB keypoints of one picture (at ``FEATURE_SIDE``) and of its mirror.
 
     ``points[k]`` is (x, y) of keypoint ``k`` in the normalised picture of ``size`` (w, h);
-    ``mirror_points`` are in the mirrored picture's coordinates.
+    ``mirror_points`` are in the mirrored picture's coordinates. ``source_side`` is the long
+    side of the picture as decoded, before it was normalised (0: not known): how much detail
+    the normalised picture can hold.
     """
 
     size: tuple[int, int]
@@ -39,12 +41,14 @@ class LocalFeatures:
     descriptors: np.ndarray  # (k, 32) uint8
     mirror_points: np.ndarray
     mirror_descriptors: np.ndarray
+    source_side: int = 0
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         np.savez(
             buf,
             size=np.array(self.size, dtype=np.int32),
+            source_side=np.array(self.source_side, dtype=np.int32),
             points=self.points,
             descriptors=self.descriptors,
             mirror_points=self.mirror_points,
@@ -57,7 +61,12 @@ class LocalFeatures:
         with np.load(io.BytesIO(data)) as z:
             w, h = (int(v) for v in z["size"])
             return cls(
-                (w, h), z["points"], z["descriptors"], z["mirror_points"], z["mirror_descriptors"]
+                (w, h),
+                z["points"],
+                z["descriptors"],
+                z["mirror_points"],
+                z["mirror_descriptors"],
+                int(z["source_side"]),
             )
 
 
@@ -86,10 +95,16 @@ def normalised_grey(im: Image.Image, side: int = FEATURE_SIDE) -> np.ndarray:
 
 def open_normalised_grey(path: Path, side: int = FEATURE_SIDE) -> np.ndarray:
     """``normalised_grey`` of a file, a JPEG decoded at a reduced scale."""
+    return _open_normalised_grey(path, side)[0]
+
+
+def _open_normalised_grey(path: Path, side: int) -> tuple[np.ndarray, int]:
+    """The normalised grey pixels of a file, and its long side as stored."""
     with Image.open(path) as im:
+        source_side = max(im.size)
         if im.format == "JPEG":
             im.draft("L", (side, side))
-        return normalised_grey(ImageOps.exif_transpose(im), side)
+        return normalised_grey(ImageOps.exif_transpose(im), side), source_side
 
 
 def _detect(pixels: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,17 +115,22 @@ def _detect(pixels: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarr
     return points, descriptors
 
 
-def extract(pixels: np.ndarray, num_features: int = NUM_FEATURES) -> LocalFeatures:
+def extract(
+    pixels: np.ndarray, num_features: int = NUM_FEATURES, source_side: int = 0
+) -> LocalFeatures:
     """ORB features of normalised grey ``pixels`` and of their mirror picture."""
     points, descriptors = _detect(pixels, num_features)
     mirror_points, mirror_descriptors = _detect(np.ascontiguousarray(pixels[:, ::-1]), num_features)
     h, w = pixels.shape
-    return LocalFeatures((w, h), points, descriptors, mirror_points, mirror_descriptors)
+    return LocalFeatures(
+        (w, h), points, descriptors, mirror_points, mirror_descriptors, source_side
+    )
 
 
 def extract_image(im: Image.Image, num_features: int = NUM_FEATURES) -> LocalFeatures:
-    return extract(normalised_grey(im), num_features)
+    return extract(normalised_grey(im), num_features, max(im.size))
 
 
 def extract_path(path: Path, num_features: int = NUM_FEATURES) -> LocalFeatures:
-    return extract(open_normalised_grey(path), num_features)
+    pixels, source_side = _open_normalised_grey(path, FEATURE_SIDE)
+    return extract(pixels, num_features, source_side)

@@ -33,6 +33,12 @@ MAX_INLIER_ERROR = 1.8  # median reprojection error (px) of a copy's inliers, ti
 SURE_INLIER_RATIO = 0.55
 SURE_INLIER_ERROR = 1.4
 WEAK_GEOMETRY_MIN_TILES = 0.95
+# Tile mode, when both pictures hold full detail at the compared scale (at least this many
+# stored pixels per compared pixel): their fine detail (a band-pass, see :func:`detail_scores`)
+# must correlate too. A copy's does (0.9+); a second photo from the same spot lines up in its
+# coarse shapes but not in leaves, people, waves and clouds (0.57-0.81 on the real photos).
+DETAILED_SAMPLING = 0.9
+MIN_DETAIL_CORRELATION = 0.82
 MIN_TILE_SHARE = 0.7  # share of a copy's tiles that correlate at 0.7 or more, tile mode
 # ... or share of its tiles that correlate at 0.95 or more: a text band or a logo over part of a
 # copy spoils the tiles under it and no others, a second photo from the same spot rarely has so
@@ -108,6 +114,7 @@ def verify_matches(
     pixels_b: Callable[[], np.ndarray],
     options: VerifyOptions,
     min_tiles: float | None = None,
+    source_sides: tuple[int, int] = (0, 0),
 ) -> Verification:
     """Verify ``b`` against ``a`` from their keypoints (``points`` in the coordinates of the
     grey pictures ``pixels_*`` return, loaded only if the keypoints agree on a transform).
@@ -117,7 +124,9 @@ def verify_matches(
     or more (see :func:`tile_scores`), and
     the inliers must fit the similarity to within ``MAX_INLIER_ERROR`` pixels (median): a
     copy is the same pixels under it, a second photo from nearly the same spot is not quite
-    (perspective, parallax)."""
+    (perspective, parallax). ``source_sides`` (the pictures' long sides as stored, 0 if not
+    known) tell whether both hold full detail at the compared scale; if so, their fine detail
+    must correlate too (``MIN_DETAIL_CORRELATION``)."""
     if len(desc_a) < 2 or len(desc_b) < 2:
         return Verification(False, 0, 0, 0.0, "too few keypoints")
     # the two nearest of a's descriptors for each of b's, as arrays (no DMatch objects)
@@ -161,6 +170,13 @@ def verify_matches(
     exact = float((scores >= 0.95).mean()) if len(scores) >= 3 else 0.0
     ok = tiles >= min_tiles and (share >= MIN_TILE_SHARE or exact >= MIN_EXACT_TILE_SHARE)
     why = "" if ok else f"tile correlation {tiles:.2f}, {share:.0%} of tiles >= 0.7"
+    if ok and min(source_sides) > 0:
+        sampling = min(source_sides[0] / max(a.shape), source_sides[1] / max(b.shape) / scale)
+        if sampling >= DETAILED_SAMPLING:
+            fine = detail_scores(a, b, matrix)
+            detail = float(np.median(fine)) if len(fine) >= 3 else 1.0
+            if detail < MIN_DETAIL_CORRELATION:
+                ok, why = False, f"fine detail correlation {detail:.2f}"
     return Verification(ok, inliers, len(good), corr, why, tiles)
 
 
@@ -200,7 +216,27 @@ def tile_scores(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int = 8)
     warped, mask = _warp(a, b, matrix)
     x_all = cv2.GaussianBlur(a, (5, 5), 0).astype(np.float32)
     y_all = cv2.GaussianBlur(warped, (5, 5), 0).astype(np.float32)
-    h, w = a.shape
+    return _tile_correlations(x_all, y_all, mask, grid, min_var=16.0)
+
+
+def detail_scores(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int = 8) -> np.ndarray:
+    """NCC per tile, as :func:`tile_scores`, of the pictures' fine detail: a difference of
+    Gaussians (sigma 1 and 3 pixels), which keeps edges and texture and drops shading."""
+    warped, mask = _warp(a, b, matrix)
+
+    def band(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32)
+        return cv2.GaussianBlur(x, (0, 0), 1.0) - cv2.GaussianBlur(x, (0, 0), 3.0)
+
+    return _tile_correlations(band(a), band(warped), mask, grid, min_var=4.0)
+
+
+def _tile_correlations(
+    x_all: np.ndarray, y_all: np.ndarray, mask: np.ndarray, grid: int, min_var: float
+) -> np.ndarray:
+    """NCC of ``x_all`` and ``y_all`` in every tile of a ``grid`` x ``grid`` mostly inside
+    ``mask``, tiles whose variance is under ``min_var`` in both left out."""
+    h, w = x_all.shape
     scores = []
     for r in range(grid):
         for c in range(grid):
@@ -213,7 +249,7 @@ def tile_scores(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int = 8)
             x = x - x.mean()
             y = y - y.mean()
             sx, sy = float((x * x).sum()), float((y * y).sum())
-            if sx < 16 * len(x) and sy < 16 * len(y):  # flat in both (std < 4): sky, a wall
+            if sx < min_var * len(x) and sy < min_var * len(y):  # flat in both: sky, a wall
                 continue
             scores.append(float((x * y).sum()) / math.sqrt(sx * sy) if sx * sy > 0 else 0.0)
     return np.array(scores)
