@@ -38,8 +38,8 @@ def suspects(
     first; score > 0 means the model prefers the suggested class. Without DIR it scores the
     storage's current dataset and writes storage/suspects/suspects.json for `landmarks review`.
     """
-    from landmarks import review as review_core
-    from landmarks import suspects as suspects_core
+    from landmarks.review import decisions
+    from landmarks.review import suspects as suspects_core
     from landmarks.storage import Layout, atomic_write_json
 
     settings, _ = _settings(config, storage)
@@ -57,14 +57,14 @@ def suspects(
             typer.echo(f"unreadable, not scored: {bad.path} ({bad.reason})", err=True)
     else:
         layout = Layout(settings.storage_dir)
-        kept = review_core.reviewed_kept_path(layout)
+        kept = decisions.reviewed_kept_path(layout)
         if not kept.exists():
             kept = layout.dedup_dir / "kept.jsonl"
         if not kept.exists():
             _fail(f"no dataset in {layout.root}: run `landmarks refresh` first, or give a DIR")
         with _bar("decode") as bar:
             found = suspects_core.suspects_for_storage(
-                layout.clean_dir, kept, review_core.suspects_path(layout), options, top, bar
+                layout.clean_dir, kept, decisions.suspects_path(layout), options, top, bar
             )
         ranked = suspects_core.read_ranked(found.path)
         typer.echo(f"{found.num_images} photos scored -> {found.path}")
@@ -87,16 +87,16 @@ def review(
     keep (a), remove (x), relabel (r) with the keyboard. Decisions are saved at once in
     storage/review/decisions.json; the next refresh and training honour them (a later crawl
     of the same photo too). Raw files are never deleted."""
-    from landmarks import review as review_core
-    from landmarks.review_server import ReviewSite, make_server
+    from landmarks.review import decisions
+    from landmarks.review.page import ReviewSite, make_server
     from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
     layout = Layout(settings.storage_dir)
     site = ReviewSite(
         clean_dir=layout.clean_dir,
-        suspects_path=review_core.suspects_path(layout),
-        decisions_path=review_core.decisions_path(layout),
+        suspects_path=decisions.suspects_path(layout),
+        decisions_path=decisions.decisions_path(layout),
         max_items=settings.suspects.review_max,
     )
     try:

@@ -151,13 +151,13 @@ def dedup(
 def split(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
     """Assign dedup keepers to train/val/test (stratified, stable as the dataset grows),
     after applying the review decisions (removed photos out, relabelled photos moved)."""
-    from landmarks import review
     from landmarks import split as split_core
+    from landmarks.review import decisions
     from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
     layout = Layout(settings.storage_dir)
-    reviewed = review.apply_to_kept(
+    reviewed = decisions.apply_to_kept(
         layout, layout.dedup_dir / "kept.jsonl", settings.suspects.match_distance
     )
     result = split_core.split_dataset(layout, reviewed.kept_path, opt.split_options(settings))

@@ -63,11 +63,11 @@ def train(
     evaluate it on the test split and promote it to champion if it beats the champion on that
     same split. --run-id of an interrupted run resumes it from its last finished epoch."""
 
-    from landmarks import registry
     from landmarks import split as split_core
-    from landmarks.evaluate import append_to_report, evaluate_run, evaluate_split
     from landmarks.storage import Layout
-    from landmarks.train import train_run
+    from landmarks.train import registry
+    from landmarks.train.evaluate import append_to_report, evaluate_run, evaluate_split
+    from landmarks.train.loop import train_run
 
     settings, overrides = _settings(config, storage, None, None, epochs, image_size, batch_size)
     if model_name:
@@ -160,8 +160,8 @@ def evaluate(
     into --out."""
     import tempfile
 
-    from landmarks.evaluate import evaluate_folder
     from landmarks.storage import atomic_write_json
+    from landmarks.train.evaluate import evaluate_folder
 
     settings, _ = _settings(config)
     with tempfile.TemporaryDirectory(prefix="landmarks-eval-") as tmp:
@@ -189,8 +189,8 @@ def evaluate(
 @app.command()
 def runs(storage: StorageOpt = None, config: ConfigOpt = None) -> None:
     """List training runs with their test metrics; * marks the champion."""
-    from landmarks.registry import list_runs
     from landmarks.storage import Layout
+    from landmarks.train.registry import list_runs
 
     settings, _ = _settings(config, storage)
     found = list_runs(Layout(settings.storage_dir).runs_dir)
@@ -220,9 +220,9 @@ def predict(
     config: ConfigOpt = None,
 ) -> None:
     """Print the top-3 landmarks of each image with their probabilities."""
-    from landmarks.predict import predict_files
-    from landmarks.registry import champion_model_path
     from landmarks.storage import Layout
+    from landmarks.train.predict import predict_files
+    from landmarks.train.registry import champion_model_path
 
     settings, _ = _settings(config, storage)
     try:
@@ -260,9 +260,9 @@ def export(
 ) -> None:
     """Export a model (the champion by default) as a TensorFlow SavedModel and a TFLite file,
     with classes.json (the label order) beside them."""
-    from landmarks.predict import export_model
-    from landmarks.registry import champion_model_path
     from landmarks.storage import Layout
+    from landmarks.train.predict import export_model
+    from landmarks.train.registry import champion_model_path
 
     settings, _ = _settings(config, storage)
     if model is not None and not model.is_file():
@@ -296,7 +296,7 @@ def sweep(
     (markdown, CSV and a table artifact) with the original project's columns. A rerun skips
     finished trials and resumes an interrupted one."""
     from landmarks.storage import Layout
-    from landmarks.sweep import load_sweep
+    from landmarks.train.sweep import load_sweep
 
     settings, overrides = _settings(config, storage)
     layout_root = settings.storage_dir

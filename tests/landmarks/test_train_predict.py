@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from landmarks.models import ModelSpec, make_model
-from landmarks.predict import export_model, predict_files, tflite_predict
-from landmarks.train import TrainOptions, train_model
+from landmarks.train.loop import TrainOptions, train_model
+from landmarks.train.models import ModelSpec, make_model
+from landmarks.train.predict import export_model, predict_files, tflite_predict
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_export_savedmodel_and_tflite_agree_with_keras(
     import keras
     import tensorflow as tf
 
-    from landmarks.data import make_image_dataset
+    from landmarks.train.data import make_image_dataset
 
     result = export_model(tiny_model, tmp_path / "export")
     assert (result.saved_model_dir / "saved_model.pb").is_file()
