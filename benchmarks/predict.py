@@ -39,10 +39,10 @@ def _photos(n: int) -> list[Path]:
 def measure(name: str, size: int, photos: list[Path], batch_size: int, work: Path) -> dict:
     import keras
 
-    from landmarks.data import make_image_dataset
-    from landmarks.models import ModelSpec, make_model
-    from landmarks.predict import export_model, tflite_predict
-    from landmarks.train import write_classes
+    from landmarks.train.data import make_image_dataset
+    from landmarks.train.loop import write_classes
+    from landmarks.train.models import ModelSpec, make_model
+    from landmarks.train.predict import export_model, tflite_predict
 
     images = np.concatenate(list(make_image_dataset(photos, size, batch_size).as_numpy_iterator()))
     model = make_model(ModelSpec(name=name, image_size=size, weights="imagenet"), 11)

@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from landmarks import suspects  # noqa: E402
 from landmarks.ingest import list_class_folders  # noqa: E402
+from landmarks.review import suspects  # noqa: E402
 
 
 def hits_in_top(scores: np.ndarray, labels: np.ndarray, swapped: set[int], top: int) -> int:

@@ -37,9 +37,9 @@ def prepare(work: Path, num_augmented: int) -> tuple[list[str], list[int], list[
     """Clean the real photos (as the clean stage does) and augment them up to
     ``num_augmented`` images on disk; reused when already there."""
     from landmarks.augment import AugmentOptions, augment_train, list_augmented
-    from landmarks.evaluate import prepare_images
     from landmarks.ingest import list_class_folders
     from landmarks.storage import atomic_write_json, read_json
+    from landmarks.train.evaluate import prepare_images
 
     clean_dir = work / "clean"
     index_path = work / "clean.json"
@@ -83,8 +83,8 @@ def throughput(
 ) -> dict[str, float]:
     import keras
 
-    from landmarks.data import make_dataset
-    from landmarks.models import ModelSpec, make_model
+    from landmarks.train.data import make_dataset
+    from landmarks.train.models import ModelSpec, make_model
 
     ds = make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=True)
     it = iter(ds)
@@ -109,8 +109,8 @@ def throughput(
 
 def rss_child(paths_file: str, image_size: int, batch_size: int) -> None:
     """Train one epoch on the listed images and print peak RSS (run in a fresh process)."""
-    from landmarks.models import ModelSpec, make_model
-    from landmarks.train import TrainOptions, train_model
+    from landmarks.train.loop import TrainOptions, train_model
+    from landmarks.train.models import ModelSpec, make_model
 
     data = json.loads(Path(paths_file).read_text())
     spec = ModelSpec(image_size=image_size)

@@ -13,7 +13,7 @@ from landmarks.config import Settings
 from landmarks.crawl import CrawlOptions
 from landmarks.dedup import DedupOptions
 from landmarks.split import SplitOptions
-from landmarks.train import TrainOptions
+from landmarks.train.loop import TrainOptions
 
 
 def _pick(cls: type, values: dict[str, Any]) -> Any:
@@ -55,7 +55,7 @@ def train_options(s: Settings) -> TrainOptions:
 
 
 def model_spec(s: Settings) -> Any:
-    from landmarks.models import ModelSpec
+    from landmarks.train.models import ModelSpec
 
     values = s.train.model_dump()
     values["name"] = values.pop("model")
@@ -63,7 +63,7 @@ def model_spec(s: Settings) -> Any:
 
 
 def suspects_options(s: Settings) -> Any:
-    from landmarks.suspects import SuspectsOptions
+    from landmarks.review.suspects import SuspectsOptions
 
     return _pick(SuspectsOptions, s.suspects.model_dump())
 
@@ -92,7 +92,7 @@ def run_config(
 def require_run(runs_dir: Path, run_id: str) -> None:
     """A run to resume must exist: a mistyped id must not start (and crown) a new run."""
     from landmarks.errors import NotFound
-    from landmarks.registry import RUN_CONFIG
+    from landmarks.train.registry import RUN_CONFIG
 
     if not (Path(runs_dir) / run_id / RUN_CONFIG).is_file():
         raise NotFound(

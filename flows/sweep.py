@@ -9,11 +9,11 @@ from typing import Any
 from prefect import flow
 
 from flows import options as opt
-from landmarks import registry
-from landmarks import sweep as sweep_core
 from landmarks.config import deep_merge, load_settings
 from landmarks.split import dataset_version as split_version
 from landmarks.storage import Layout, atomic_write_json, digest_records, read_json
+from landmarks.train import registry
+from landmarks.train import sweep as sweep_core
 from tasks.evaluate import evaluate_task, leakage_report_task, sweep_results_task
 from tasks.train import train_task
 
@@ -140,8 +140,8 @@ def leakage(
     image, then split at random) and ours (dedup, split, augment train only). Writes
     ``runs/leakage-<version>-<settings>/report.md`` with both test numbers."""
     from landmarks import augment as augment_core
-    from landmarks.dataset import load_dataset
     from landmarks.storage import read_jsonl
+    from landmarks.train.dataset import load_dataset
 
     overrides = _original_cnn_unless_named(config_path, overrides)
     settings = load_settings(Path(config_path) if config_path else None, overrides)

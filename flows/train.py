@@ -8,11 +8,11 @@ from typing import Any
 from prefect import flow
 
 from flows import options as opt
-from landmarks import registry
 from landmarks.config import load_settings
 from landmarks.crawl.attribution import write_run_credits
 from landmarks.split import dataset_version as split_version
 from landmarks.storage import Layout
+from landmarks.train import registry
 from tasks.evaluate import evaluate_task
 from tasks.train import train_task
 

@@ -6,8 +6,8 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
-from landmarks import evaluate, registry
-from landmarks import sweep as sweep_core
+from landmarks.train import evaluate, registry
+from landmarks.train import sweep as sweep_core
 from tasks import _ui
 
 

@@ -5,15 +5,17 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from landmarks import review, suspects
+from landmarks.review import decisions, suspects
 from landmarks.storage import Layout
 from tasks import _ui
 
 
 @task(name="apply-review", retries=0)
-def apply_review_task(storage_dir: Path, kept_path: Path, max_distance: int) -> review.ApplyResult:
+def apply_review_task(
+    storage_dir: Path, kept_path: Path, max_distance: int
+) -> decisions.ApplyResult:
     """Honour review decisions: the split reads the keepers this returns."""
-    result = review.apply_to_kept(Layout(storage_dir), kept_path, max_distance)
+    result = decisions.apply_to_kept(Layout(storage_dir), kept_path, max_distance)
     get_run_logger().info(
         "review decisions: %d of %d kept, %d removed, %d relabelled (%d by near duplicate)",
         result.num_out,
@@ -51,12 +53,12 @@ def suspects_task(
     and, if configured, remove the most confident ones automatically (reported as such)."""
     layout = Layout(storage_dir)
     logger = get_run_logger()
-    kept = review.reviewed_kept_path(layout)
+    kept = decisions.reviewed_kept_path(layout)
     if not kept.exists():
         kept = layout.dedup_dir / "kept.jsonl"
     progress = _ui.progress_reporter("suspects-progress", "Decoding photos for suspects")
     result = suspects.suspects_for_storage(
-        layout.clean_dir, kept, review.suspects_path(layout), options, top, progress
+        layout.clean_dir, kept, decisions.suspects_path(layout), options, top, progress
     )
     logger.info(
         "suspects: %d photos scored (out-of-fold top-1 %.3f), %d likely swaps, %d outliers -> %s",
@@ -84,8 +86,8 @@ def suspects_task(
     )
     auto: list[dict] = []
     if auto_remove_confidence is not None:
-        auto = review.auto_remove(
-            review.DecisionStore(review.decisions_path(layout)),
+        auto = decisions.auto_remove(
+            decisions.DecisionStore(decisions.decisions_path(layout)),
             suspects.read_ranked(result.path),
             auto_remove_confidence,
             layout.clean_dir,

@@ -5,8 +5,8 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from landmarks import train
-from landmarks.models import ModelSpec
+from landmarks.train import loop
+from landmarks.train.models import ModelSpec
 from tasks import _policy, _ui
 
 
@@ -23,8 +23,8 @@ def train_task(
     augmented_dir: Path | None,
     run_dir: Path,
     spec: ModelSpec,
-    options: train.TrainOptions,
-) -> train.TrainResult:
+    options: loop.TrainOptions,
+) -> loop.TrainResult:
     # A retry finds the per-epoch backup in run_dir and resumes instead of starting over.
     logger = get_run_logger()
     progress = _ui.progress_reporter("train-progress", f"Training run {run_dir.name}", 0.0)
@@ -38,7 +38,7 @@ def train_task(
             " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())),
         )
 
-    result = train.train_run(
+    result = loop.train_run(
         split_manifest, clean_dir, augmented_dir, run_dir, spec, options, on_epoch=on_epoch
     )
     progress(1, 1)

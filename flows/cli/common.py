@@ -16,12 +16,23 @@ import typer
 import flows  # noqa: F401  (environment defaults before prefect)
 from flows.cli.errors import ErrorHandlingGroup
 from landmarks.config import Settings, load_settings
-from landmarks.errors import NotFound, UsageError
+from landmarks.errors import NotFound, UsageError, UserError
+
+# Said once, here and in the README's "Mistakes, messages and exit codes"; no command repeats it.
+EPILOG = (
+    "Exit codes: 0 done; 1 started work failed (a busy storage, a crawl that left a class "
+    "empty; `verify`: the storage is not consistent); 2 the command as typed cannot work (a "
+    "path that does not exist, an unknown setting or name, a value out of range). "
+    "--json PATH writes JSON to PATH, --json - to standard output (the other output then goes "
+    "to stderr). --config FILE, --storage DIR and --workers N (processes; 0: one per CPU) "
+    "mean the same in every command that has them."
+)
 
 app = typer.Typer(
     help="Build and refresh a landmark image classifier: crawl, clean, dedup, split, augment, "
     "train, evaluate. `landmarks run` does it all as Prefect flows; each stage also has its "
     "own command.",
+    epilog=EPILOG,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     cls=ErrorHandlingGroup,
@@ -67,6 +78,39 @@ PresetOpt = Annotated[
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", help="Augmentation processes (0: one per CPU).")
 ]
+STDOUT = "-"  # --json - : the JSON goes to standard output
+
+
+def json_help(what: str) -> str:
+    """The help of every --json option: one meaning across commands."""
+    return f"Write {what} as JSON to PATH ('-': standard output)."
+
+
+def _json_to_stdout(json_out: Path | None) -> bool:
+    return json_out is not None and str(json_out) == STDOUT
+
+
+def _say(text: str, json_out: Path | None = None, **style: Any) -> None:
+    """A line for people: on stdout, or on stderr when --json - has stdout for the JSON."""
+    typer.secho(text, err=_json_to_stdout(json_out), **style)
+
+
+def _write_json(json_out: Path | None, data: Any) -> None:
+    """--json PATH: write ``data`` atomically to PATH, or print it for '-'; nothing when None."""
+    if json_out is None:
+        return
+    if _json_to_stdout(json_out):
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    from landmarks.storage import atomic_write_json
+
+    try:
+        atomic_write_json(json_out, data)
+    except OSError as exc:
+        _fail(f"cannot write {json_out}: {exc.strerror or exc}")
+    typer.echo(f"json: {json_out}")
+
+
 MaxPerClassOpt = Annotated[
     int | None, typer.Option("--max-per-class", help="Images to crawl per class.")
 ]
@@ -129,6 +173,11 @@ def _fail(message: str) -> None:
     raise UsageError(message)
 
 
+def _stop(message: str) -> None:
+    """Started work cannot go on (a busy storage, a full disk): `error: message`, exit code 1."""
+    raise UserError(message)
+
+
 @contextmanager
 def _bar(description: str, unit: str = "img") -> Iterator[Callable[[int, int], None]]:
     from tqdm import tqdm
@@ -169,14 +218,16 @@ def _storage_guard(stage: str, when: Callable[[dict[str, Any]], bool] = lambda k
             try:
                 with exclusive_lock(settings.storage_dir, "refresh", f"landmarks {stage}"):
                     return command(*args, **kwargs)
-            except (StorageBusy, ManifestError) as exc:
+            except StorageBusy as exc:
+                _stop(str(exc))
+            except ManifestError as exc:
                 _fail(str(exc))
             except StorageNotWritable as exc:
                 _fail(f"{stage}: {exc.strerror}")
             except OSError as exc:
                 if exc.errno not in storage_errors:
                     raise
-                _fail(
+                _stop(
                     f"{stage} stopped: {exc.strerror} while writing "
                     f"{exc.filename or settings.storage_dir}. Nothing half-written is left "
                     "where a reader would take it; free space (or fix the permission) and "

@@ -17,8 +17,12 @@ from flows.cli.common import (
     StorageOpt,
     _bar,
     _fail,
+    _say,
     _settings,
+    _stop,
+    _write_json,
     app,
+    json_help,
 )
 from landmarks.config import CrawlConfig, describe_validation_error
 from landmarks.errors import SettingsError
@@ -85,12 +89,14 @@ def crawl(
     ] = False,
     json_out: Annotated[
         Path | None,
-        typer.Option("--json", help="With --dry-run: write engines and candidates to this file."),
+        typer.Option("--json", help=json_help("the --dry-run's engines and candidates")),
     ] = None,
 ) -> None:
-    """Get images into storage/raw/: append-only, one provenance record per image in
-    raw/manifest.jsonl (engine, query, URL, result rank, time, sha256, bytes, pixel size, and
-    the refresh that brought it).
+    """Get images into storage/raw/ from web engines, a URL list or a folder.
+
+    storage/raw/ is append-only, with one provenance record per image in
+    raw/manifest.jsonl (engine, query, URL, result rank, time, sha256, bytes, pixel size,
+    and the refresh that brought it).
 
     Engines: --source web (the default) asks Wikimedia Commons and Openverse (both give a
     licence, author and page for every image), then Bing and Google; Baidu and DuckDuckGo on
@@ -154,7 +160,9 @@ def crawl(
         try:
             with lock, _bar("import") as bar:
                 imported = ingest.import_folder(Path(settings.source), layout, progress=bar)
-        except (StorageBusy, StorageNotWritable) as exc:
+        except StorageBusy as exc:
+            _stop(str(exc))
+        except StorageNotWritable as exc:
             _fail(str(exc))
         typer.echo(
             f"{imported.added} new images in {layout.raw_dir} ({imported.skipped_known} known)"
@@ -183,8 +191,12 @@ def crawl(
             result = crawl_core.crawl_catalog(
                 landmarks_, layout, options, progress=bar, check_network_first=False
             )
-    except (crawl_core.NetworkUnavailable, StorageBusy, ValueError, OSError) as exc:
+    except StorageBusy as exc:
+        _stop(str(exc))
+    except (crawl_core.NetworkUnavailable, StorageNotWritable, ValueError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # a full disk mid-crawl: what is in raw/ stays, a rerun resumes
+        _stop(str(exc))
     rows = crawl_core.engine_table(result.results, result.failed)
     if rows:
         columns = list(rows[0])
@@ -213,24 +225,19 @@ def crawl(
 
 def _crawl_dry_run(landmarks_: list, options: Any, json_out: Path | None) -> None:
     from landmarks import crawl as crawl_core
-    from landmarks.storage import atomic_write_json
 
     answer = crawl_core.dry_run(landmarks_, options)
     for name, state in answer["engines"].items():
-        typer.echo(f"{name:<11} {state['status']:<10} {state['detail']}")
+        _say(f"{name:<11} {state['status']:<10} {state['detail']}", json_out)
     per_engine: dict[str, int] = {}
     for c in answer["candidates"]:
         per_engine[c["engine"]] = per_engine.get(c["engine"], 0) + 1
-    typer.echo(
+    _say(
         f"{len(answer['candidates'])} candidates "
-        f"({', '.join(f'{k} {v}' for k, v in per_engine.items()) or 'none'}); nothing downloaded"
+        f"({', '.join(f'{k} {v}' for k, v in per_engine.items()) or 'none'}); nothing downloaded",
+        json_out,
     )
-    if json_out is not None:
-        try:
-            atomic_write_json(json_out, answer)
-        except OSError as exc:
-            _fail(f"cannot write {json_out}: {exc}")
-        typer.echo(f"wrote {json_out}")
+    _write_json(json_out, answer)
 
 
 @app.command()
@@ -246,10 +253,12 @@ def attribution(
         typer.Option("--run", help="Credit the training images of this run, in its folder."),
     ] = None,
 ) -> None:
-    """Write the credits of the current dataset version (or of a run's training images) as
-    credits.csv and credits.html: per image its class, split, title, author, licence, licence
-    URL, source page, image URL and source engine. Images whose source gave no licence (the
-    search engines, folder imports) show an empty licence. Default folder:
+    """Write the credits (licence, author, page) of the dataset or a run as CSV and HTML.
+
+    credits.csv and credits.html of the current dataset version (or of a run's training
+    images): per image its class, split, title, author, licence,
+    licence URL, source page, image URL and source engine. Images whose source gave no
+    licence (the search engines, folder imports) show an empty licence. Default folder:
     storage/attribution/<dataset version>/; with --run, the run's own folder (each training
     run also writes its own credits when it starts).
     """

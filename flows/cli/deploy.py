@@ -29,9 +29,12 @@ def serve(
     timezone: Annotated[str, typer.Option(help="Time zone of the cron.")] = "UTC",
     limit: Annotated[int, typer.Option(help="Flow runs at once in this process.")] = 2,
 ) -> None:
-    """Register the deployments (landmarks-refresh/weekly, landmarks-retrain/on-demand,
-    landmarks-pipeline/full) and run them in this process, no work pool or worker needed.
-    Set PREFECT_API_URL to a running `prefect server` first. Ctrl-C stops it."""
+    """Register the deployments and run them in this process (no work pool or worker).
+
+    The deployments: landmarks-refresh/weekly, landmarks-retrain/on-demand and
+    landmarks-pipeline/full. Set PREFECT_API_URL to a running `prefect server` first. Ctrl-C
+    stops it.
+    """
     load_settings()  # a bad LANDMARKS_* variable or $LANDMARKS_CONFIG fails here, not in a run
     from flows.deploy import serve_all
 
@@ -47,9 +50,12 @@ def deploy(
         list[str] | None, typer.Option(help="Only these deployments of prefect.yaml.")
     ] = None,
 ) -> None:
-    """Register the deployments of prefect.yaml on a Prefect server (PREFECT_API_URL), after
-    creating the process work pool and the concurrency limits (one training at a time). Then
-    run `prefect worker start --pool landmarks`."""
+    """Register the deployments on a Prefect server, with their work pool and limits.
+
+    The deployments of prefect.yaml go to the server at PREFECT_API_URL, after the process work
+    pool and the concurrency limits (one training at a time) are created. Then run `prefect
+    worker start --pool landmarks`.
+    """
     load_settings()  # a bad LANDMARKS_* variable or $LANDMARKS_CONFIG fails here, not in a run
     from flows.deploy import deploy_all
 
@@ -68,8 +74,11 @@ def retrain(
         str, typer.Option(help="Retrain deployment to start.")
     ] = "landmarks-retrain/on-demand",
 ) -> None:
-    """Ask the Prefect server to retrain now: starts a run of the retrain deployment, which a
-    worker (or `landmarks serve`) picks up. Prints the flow run id and where to follow it."""
+    """Ask the Prefect server to retrain now.
+
+    Starts a run of the retrain deployment, which a worker (or `landmarks serve`) picks up.
+    Prints the flow run id and where to follow it.
+    """
     _settings(config, storage, None, None, epochs, image_size, batch_size)
     from prefect.deployments import run_deployment
 

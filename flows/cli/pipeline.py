@@ -42,8 +42,11 @@ def run(
     workers: WorkersOpt = None,
     max_per_class: MaxPerClassOpt = None,
 ) -> None:
-    """Run the whole pipeline as Prefect flows: refresh (get images, clean, dedup, split,
-    augment) then train (train, evaluate). Leaves the model and report in storage/runs/<id>/.
+    """Run the whole pipeline as Prefect flows: refresh, then train and evaluate.
+
+    Refresh gets images, cleans, dedups, splits and augments; train trains and evaluates.
+    Leaves the model and report in
+    storage/runs/<id>/.
 
     Offline: `landmarks run --source DIR` imports DIR/<class>/<images> instead of crawling.
     """

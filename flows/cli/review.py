@@ -14,8 +14,11 @@ from flows.cli.common import (
     StorageOpt,
     _bar,
     _fail,
+    _say,
     _settings,
+    _write_json,
     app,
+    json_help,
 )
 
 
@@ -25,7 +28,9 @@ def suspects(
         Path | None,
         typer.Argument(help="A DIR/<class>/<images> tree; without it, the storage's dataset."),
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the ranking here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help=json_help("every photo, ranked"))
+    ] = None,
     config: ConfigOpt = None,
     storage: StorageOpt = None,
     top: Annotated[int, typer.Option(help="Suspects to print.")] = 20,
@@ -38,9 +43,9 @@ def suspects(
     first; score > 0 means the model prefers the suggested class. Without DIR it scores the
     storage's current dataset and writes storage/suspects/suspects.json for `landmarks review`.
     """
-    from landmarks import review as review_core
-    from landmarks import suspects as suspects_core
-    from landmarks.storage import Layout, atomic_write_json
+    from landmarks.review import decisions
+    from landmarks.review import suspects as suspects_core
+    from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
     options = opt.suspects_options(settings)
@@ -57,23 +62,21 @@ def suspects(
             typer.echo(f"unreadable, not scored: {bad.path} ({bad.reason})", err=True)
     else:
         layout = Layout(settings.storage_dir)
-        kept = review_core.reviewed_kept_path(layout)
+        kept = decisions.reviewed_kept_path(layout)
         if not kept.exists():
             kept = layout.dedup_dir / "kept.jsonl"
         if not kept.exists():
             _fail(f"no dataset in {layout.root}: run `landmarks refresh` first, or give a DIR")
         with _bar("decode") as bar:
             found = suspects_core.suspects_for_storage(
-                layout.clean_dir, kept, review_core.suspects_path(layout), options, top, bar
+                layout.clean_dir, kept, decisions.suspects_path(layout), options, top, bar
             )
         ranked = suspects_core.read_ranked(found.path)
-        typer.echo(f"{found.num_images} photos scored -> {found.path}")
-    if json_out is not None:
-        atomic_write_json(json_out, ranked)
-        typer.echo(f"json: {json_out}")
+        _say(f"{found.num_images} photos scored -> {found.path}", json_out)
+    _write_json(json_out, ranked)
     for s in ranked[:top]:
         flags = f" [{' '.join(s['flags'])}]" if s["flags"] else ""
-        typer.echo(f"{s['score']:+.2f}  {s['path']}  {s['label']} -> {s['suggested']}{flags}")
+        _say(f"{s['score']:+.2f}  {s['path']}  {s['label']} -> {s['suggested']}{flags}", json_out)
 
 
 @app.command()
@@ -83,20 +86,23 @@ def review(
     host: Annotated[str | None, typer.Option(help="Address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8765).")] = None,
 ) -> None:
-    """Serve the review page: suspects as thumbnails by class with score and suggested class;
-    keep (a), remove (x), relabel (r) with the keyboard. Decisions are saved at once in
-    storage/review/decisions.json; the next refresh and training honour them (a later crawl
-    of the same photo too). Raw files are never deleted."""
-    from landmarks import review as review_core
-    from landmarks.review_server import ReviewSite, make_server
+    """Serve the review page: keep, remove or relabel the suspects.
+
+    The suspects as thumbnails by class with score and suggested class; keep (a), remove (x),
+    relabel (r) with the keyboard. Decisions are saved at once in storage/review/decisions.json;
+    the next refresh and training honour them (a later crawl of the same photo too). Raw files
+    are never deleted.
+    """
+    from landmarks.review import decisions
+    from landmarks.review.page import ReviewSite, make_server
     from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
     layout = Layout(settings.storage_dir)
     site = ReviewSite(
         clean_dir=layout.clean_dir,
-        suspects_path=review_core.suspects_path(layout),
-        decisions_path=review_core.decisions_path(layout),
+        suspects_path=decisions.suspects_path(layout),
+        decisions_path=decisions.decisions_path(layout),
         max_items=settings.suspects.review_max,
     )
     try:

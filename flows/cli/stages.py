@@ -19,9 +19,14 @@ from flows.cli.common import (
     WorkersOpt,
     _bar,
     _fail,
+    _json_to_stdout,
+    _say,
     _settings,
+    _stop,
     _storage_guard,
+    _write_json,
     app,
+    json_help,
 )
 from landmarks.config import describe_validation_error
 from landmarks.errors import SettingsError
@@ -30,8 +35,11 @@ from landmarks.errors import SettingsError
 @app.command()
 @_storage_guard("clean")
 def clean(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
-    """Decode every new raw image, normalise it to an upright RGB JPEG in storage/clean/, or
-    copy it to storage/quarantine/<reason>/ with its reason. Raw files are never deleted."""
+    """Decode new raw images into upright RGB JPEGs; quarantine what cannot be used.
+
+    Every new raw image becomes an upright RGB JPEG in storage/clean/, or is copied to
+    storage/quarantine/<reason>/ with its reason. Raw files are never deleted.
+    """
     from landmarks import clean as clean_core
     from landmarks.storage import Layout
 
@@ -58,21 +66,28 @@ def dedup(
     ] = None,
     json_out: Annotated[
         Path | None,
-        typer.Option("--json", help="With FOLDER: write groups and quarantined files here."),
+        typer.Option("--json", help=json_help("FOLDER's groups and quarantined files")),
     ] = None,
     html_out: Annotated[
         Path | None,
-        typer.Option("--html", help="With FOLDER: the HTML report (default: beside --json)."),
+        typer.Option(
+            "--html",
+            help="With FOLDER: the HTML report (default: beside the --json file, else "
+            "dedup-report.html).",
+        ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Processes decoding and hashing (0: all CPUs).")
+        int | None,
+        typer.Option("--workers", help="Decoding and hashing processes (0: one per CPU)."),
     ] = None,
     config: ConfigOpt = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Find exact and near-duplicate images: perceptual hashes of every flip, 90-degree
-    rotation and centre crop, a multi-index Hamming search, and ORB keypoint verification of
-    the less certain pairs. One keeper per group (highest resolution, then largest file).
+    """Find exact and near-duplicate images and keep one photo per group.
+
+    Perceptual hashes of every flip, 90-degree rotation and centre crop, a multi-index
+    Hamming search, and ORB keypoint verification of the less certain pairs. The keeper of a
+    group has the highest resolution, then the largest file.
 
     `landmarks dedup DIR --json OUT.json` checks any folder tree: files the clean stage would
     refuse are listed with their reason, and OUT.json holds {"groups": [{"keeper", "duplicates"}],
@@ -91,7 +106,6 @@ def dedup(
         options = replace(options, num_workers=workers)
     if folder is not None:
         from landmarks.dedup import report as dedup_report
-        from landmarks.storage import atomic_write_json
 
         if not folder.is_dir():
             _fail(f"{folder} is not a folder")
@@ -99,10 +113,11 @@ def dedup(
             found = dedup_core.dedup_folder(
                 folder, options, opt.clean_options(settings).limits(), bar
             )
-        if json_out:
-            atomic_write_json(json_out, found.to_json())
+        _write_json(json_out, found.to_json())
         html_path = html_out or (
-            json_out.with_suffix(".html") if json_out else Path("dedup-report.html")
+            json_out.with_suffix(".html")
+            if json_out and not _json_to_stdout(json_out)
+            else Path("dedup-report.html")
         )
         dedup_report.write_html(
             html_path,
@@ -118,14 +133,13 @@ def dedup(
         for q in found.quarantined:
             reasons[q["reason"]] = reasons.get(q["reason"], 0) + 1
         conflicts = sum(1 for g in found.groups if g["label_conflict"])
-        typer.echo(
+        _say(
             f"{found.num_files} files: {found.num_images} images, {found.num_duplicates} "
             f"duplicates in {len(found.groups)} groups ({conflicts} across folders), "
-            f"{len(found.quarantined)} quarantined {reasons}"
+            f"{len(found.quarantined)} quarantined {reasons}",
+            json_out,
         )
-        if json_out:
-            typer.echo(f"json:   {json_out}")
-        typer.echo(f"report: {html_path.resolve().as_uri()}")
+        _say(f"report: {html_path.resolve().as_uri()}", json_out)
         return
 
     from landmarks import clean as clean_core
@@ -149,15 +163,18 @@ def dedup(
 @app.command()
 @_storage_guard("split")
 def split(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
-    """Assign dedup keepers to train/val/test (stratified, stable as the dataset grows),
-    after applying the review decisions (removed photos out, relabelled photos moved)."""
-    from landmarks import review
+    """Assign dedup keepers to train/val/test, after applying the review decisions.
+
+    Assign dedup keepers to train/val/test (stratified, stable as the dataset grows), after
+    applying the review decisions (removed photos out, relabelled photos moved).
+    """
     from landmarks import split as split_core
+    from landmarks.review import decisions
     from landmarks.storage import Layout
 
     settings, _ = _settings(config, storage)
     layout = Layout(settings.storage_dir)
-    reviewed = review.apply_to_kept(
+    reviewed = decisions.apply_to_kept(
         layout, layout.dedup_dir / "kept.jsonl", settings.suspects.match_distance
     )
     result = split_core.split_dataset(layout, reviewed.kept_path, opt.split_options(settings))
@@ -257,23 +274,27 @@ def verify(
         ),
     ] = False,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write every finding here as JSON.")
+        Path | None, typer.Option("--json", help=json_help("every finding"))
     ] = None,
 ) -> None:
-    """Check every stage's manifest against its files (exists, size, sha256), orphans, torn or
+    """Check every manifest against its files; --repair fixes what loses nothing.
+
+    Check every stage's manifest against its files (exists, size, sha256), orphans, torn or
     corrupt manifest lines (file:line), augmented chunks, split records whose image is gone,
-    unfinished runs, stale temp files and locks. Exit 0: consistent; 1: not; 2: usage."""
+    unfinished runs, stale temp files and locks; exits 1 when the storage is not consistent.
+    """
     from landmarks import integrity
-    from landmarks.storage import StorageBusy, atomic_write_json
+    from landmarks.storage import StorageBusy
 
     settings, _ = _settings(config, storage)
     try:
         report = integrity.verify_storage(settings.storage_dir, repair=repair)
-    except (FileNotFoundError, StorageBusy) as exc:
+    except FileNotFoundError as exc:
         _fail(str(exc))
-    typer.echo(integrity.format_table(report))
-    if json_out:
-        atomic_write_json(json_out, report.to_json())
+    except StorageBusy as exc:
+        _stop(str(exc))
+    _say(integrity.format_table(report), json_out)
+    _write_json(json_out, report.to_json())
     raise typer.Exit(code=0 if report.consistent else 1)
 
 

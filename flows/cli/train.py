@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,8 +19,11 @@ from flows.cli.common import (
     _bar,
     _fail,
     _overrides_json,
+    _say,
     _settings,
+    _write_json,
     app,
+    json_help,
 )
 from landmarks.config import Settings, load_settings
 from landmarks.errors import NotFound, UsageError
@@ -59,15 +61,18 @@ def train(
         bool, typer.Option(help="Promote to champion if it beats it on the same test split.")
     ] = True,
 ) -> None:
-    """Train a model on the train split plus its augmented chunks, in storage/runs/<run-id>/,
-    evaluate it on the test split and promote it to champion if it beats the champion on that
-    same split. --run-id of an interrupted run resumes it from its last finished epoch."""
+    """Train a model, evaluate it on the test split, promote it if it beats the champion.
 
-    from landmarks import registry
+    The model trains on the train split plus its augmented chunks, in
+    storage/runs/<run-id>/; it becomes the champion only if it beats the champion on the same
+    test split. --run-id of an interrupted run resumes it from its last finished epoch.
+    """
+
     from landmarks import split as split_core
-    from landmarks.evaluate import append_to_report, evaluate_run, evaluate_split
     from landmarks.storage import Layout
-    from landmarks.train import train_run
+    from landmarks.train import registry
+    from landmarks.train.evaluate import append_to_report, evaluate_run, evaluate_split
+    from landmarks.train.loop import train_run
 
     settings, overrides = _settings(config, storage, None, None, epochs, image_size, batch_size)
     if model_name:
@@ -148,20 +153,21 @@ def evaluate(
     data: Annotated[
         Path, typer.Option("--data", help="A folder laid out as DIR/<class>/<images>.")
     ],
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help=json_help("the metrics"))] = None,
     config: ConfigOpt = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Folder for the report and plots.")
     ] = None,
 ) -> None:
-    """Evaluate any saved model on any class-per-folder directory of images (any format the
-    clean stage accepts; files it would quarantine are skipped and listed with their reason).
-    Writes metrics.json, report.md, a confusion matrix and a gallery of misclassified photos
-    into --out."""
+    """Evaluate any saved model on any class-per-folder directory of images.
+
+    Any format the clean stage accepts; files it would quarantine are skipped and listed with
+    their reason. Writes metrics.json, report.md, a confusion matrix and a gallery of
+    misclassified photos into --out.
+    """
     import tempfile
 
-    from landmarks.evaluate import evaluate_folder
-    from landmarks.storage import atomic_write_json
+    from landmarks.train.evaluate import evaluate_folder
 
     settings, _ = _settings(config)
     with tempfile.TemporaryDirectory(prefix="landmarks-eval-") as tmp:
@@ -177,20 +183,20 @@ def evaluate(
         except (FileNotFoundError, ValueError) as exc:
             _fail(str(exc))
     metrics = result.metrics
-    if json_out:
-        atomic_write_json(json_out, metrics)
-    typer.echo(
+    _write_json(json_out, metrics)
+    _say(
         f"{metrics['num_images']} images: top-1 {metrics['top1']:.4f}, "
         f"top-3 {metrics.get('top3', float('nan')):.4f}, {len(metrics['skipped'])} skipped"
-        + (f"\nreport: {result.report_path}" if out_dir else "")
+        + (f"\nreport: {result.report_path}" if out_dir else ""),
+        json_out,
     )
 
 
 @app.command()
 def runs(storage: StorageOpt = None, config: ConfigOpt = None) -> None:
     """List training runs with their test metrics; * marks the champion."""
-    from landmarks.registry import list_runs
     from landmarks.storage import Layout
+    from landmarks.train.registry import list_runs
 
     settings, _ = _settings(config, storage)
     found = list_runs(Layout(settings.storage_dir).runs_dir)
@@ -214,15 +220,18 @@ def predict(
         Path | None, typer.Option("--model", help="A saved .keras model (default: champion).")
     ] = None,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print JSON: [{path, top3: [{label, probability}]}].")
-    ] = False,
+        Path | None,
+        typer.Option(
+            "--json", help=json_help("the predictions, [{path, top3: [{label, probability}]}],")
+        ),
+    ] = None,
     storage: StorageOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Print the top-3 landmarks of each image with their probabilities."""
-    from landmarks.predict import predict_files
-    from landmarks.registry import champion_model_path
     from landmarks.storage import Layout
+    from landmarks.train.predict import predict_files
+    from landmarks.train.registry import champion_model_path
 
     settings, _ = _settings(config, storage)
     try:
@@ -237,11 +246,9 @@ def predict(
         typer.secho(
             f"skipped {s['path']}: {s['reason']} ({s['detail']})", err=True, fg=typer.colors.YELLOW
         )
-    if json_out:
-        typer.echo(json.dumps([p.as_dict() for p in result.predictions], indent=2))
-    else:
-        for p in result.predictions:
-            typer.echo(f"{p.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in p.top))
+    for p in result.predictions:
+        _say(f"{p.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in p.top), json_out)
+    _write_json(json_out, [p.as_dict() for p in result.predictions])
     if result.skipped:
         raise typer.Exit(code=1)
 
@@ -258,11 +265,14 @@ def export(
     storage: StorageOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Export a model (the champion by default) as a TensorFlow SavedModel and a TFLite file,
-    with classes.json (the label order) beside them."""
-    from landmarks.predict import export_model
-    from landmarks.registry import champion_model_path
+    """Export a model (the champion by default) as a SavedModel and a TFLite file.
+
+    A TensorFlow SavedModel and a TFLite file, with classes.json (the label order) beside
+    them.
+    """
     from landmarks.storage import Layout
+    from landmarks.train.predict import export_model
+    from landmarks.train.registry import champion_model_path
 
     settings, _ = _settings(config, storage)
     if model is not None and not model.is_file():
@@ -292,11 +302,14 @@ def sweep(
     config: ConfigOpt = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Run a grid of training configurations as Prefect tasks and write a results table
-    (markdown, CSV and a table artifact) with the original project's columns. A rerun skips
-    finished trials and resumes an interrupted one."""
+    """Train a grid of configurations and write a results table.
+
+    Each trial is a Prefect task; the results table (markdown, CSV and a table artifact) has
+    the original project's columns. A rerun skips finished trials and resumes an interrupted
+    one.
+    """
     from landmarks.storage import Layout
-    from landmarks.sweep import load_sweep
+    from landmarks.train.sweep import load_sweep
 
     settings, overrides = _settings(config, storage)
     layout_root = settings.storage_dir
@@ -332,10 +345,13 @@ def leakage(
     batch_size: BatchOpt = None,
     multiplier: MultiplierOpt = None,
 ) -> None:
-    """The leakage study: train the same model with the original protocol (augment every
-    photo, then split) and with ours (split, then augment train only) on the same photos, and
-    report how much the first inflates test accuracy. --multiplier sets the augmented copies
-    per photo for both (the original made about 14)."""
+    """The leakage study: how much augmenting before the split inflates test accuracy.
+
+    Trains the same model with the original protocol (augment every photo, then split) and
+    with ours (split, then augment train only) on the same photos, and reports how much the
+    first inflates test accuracy. --multiplier sets the augmented copies
+    per photo for both (the original made about 14).
+    """
     settings, overrides = _settings(
         config, storage, None, None, epochs, image_size, batch_size, multiplier
     )

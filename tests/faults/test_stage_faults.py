@@ -163,7 +163,7 @@ def test_disk_full_mid_clean_then_rerun(tmp_path: Path, source: Path):
     stages(storage, source, "clean")
     # Every clean JPEG of these photos is larger than 20 kB: the first image write fails.
     done = land("clean", "--storage", str(storage), fsize=20_000)
-    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr  # started work failed
     assert "clean stopped: File too large while writing" in done.stderr
     assert str(storage) in done.stderr and "Traceback" not in done.stderr
     # No half-written JPEG where a reader looks, no half manifest line: every record whole.
@@ -224,7 +224,7 @@ def test_stage_commands_are_busy_while_a_refresh_holds_the_storage(tmp_path: Pat
     with exclusive_lock(storage, "refresh"):
         for stage in ("clean", "dedup", "split", "augment"):
             done = land(stage, "--storage", str(storage))
-            assert done.returncode == 2, (stage, done.stderr)
+            assert done.returncode == 1, (stage, done.stderr)  # as for run and refresh
             assert "is busy: a refresh is already running (pid" in done.stderr
     # ... and a refresh started while a stage command runs is told which one holds it.
     from landmarks.storage import StorageBusy
@@ -282,7 +282,7 @@ def test_an_import_is_busy_while_a_refresh_holds_the_storage(tmp_path: Path, sou
     storage = tmp_path / "storage"
     with exclusive_lock(storage, "refresh"):
         done = land("crawl", "--storage", str(storage), "--source", str(source))
-    assert done.returncode == 2 and "is busy: a refresh is already running" in done.stderr
+    assert done.returncode == 1 and "is busy: a refresh is already running" in done.stderr
     assert not (storage / "raw").exists()
 
 

@@ -16,8 +16,9 @@ import pytest
 from conftest import make_subset
 from PIL import Image
 
-from landmarks import clean, dedup, ingest, review, split, suspects
-from landmarks.review_server import ReviewSite, make_server
+from landmarks import clean, dedup, ingest, split
+from landmarks.review import decisions, suspects
+from landmarks.review.page import ReviewSite, make_server
 from landmarks.storage import Layout, read_json, read_jsonl
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,7 +35,7 @@ def _dataset(layout: Layout, source: Path) -> dedup.DedupResult:
 
 
 def _split_paths(layout: Layout, kept_path: Path) -> dict[str, str]:
-    applied = review.apply_to_kept(layout, kept_path, max_distance=10)
+    applied = decisions.apply_to_kept(layout, kept_path, max_distance=10)
     split.split_dataset(layout, applied.kept_path, split.SplitOptions())
     return {r["path"]: r["class"] for r in read_jsonl(layout.split_manifest)}
 
@@ -47,20 +48,20 @@ def test_decisions_persist_and_apply_to_later_crawls(tmp_path: Path):
     petra = [r for r in kept if r["class"] == "petra"]
     gone, moved = petra[0], petra[1]
 
-    store = review.DecisionStore(review.decisions_path(layout))
-    for r, action, new in ((gone, review.REMOVE, None), (moved, review.RELABEL, "colosseum")):
-        variants = review.photo_variants(layout.clean_dir / r["path"], r["phash"])
+    store = decisions.DecisionStore(decisions.decisions_path(layout))
+    for r, action, new in ((gone, decisions.REMOVE, None), (moved, decisions.RELABEL, "colosseum")):
+        variants = decisions.photo_variants(layout.clean_dir / r["path"], r["phash"])
         store.decide({**r, "phash_variants": variants}, action, new_label=new)
-    with pytest.raises(review.DecisionError):
+    with pytest.raises(decisions.DecisionError):
         store.decide(gone, "burn")
-    with pytest.raises(review.DecisionError):
-        store.decide(gone, review.RELABEL, new_label="petra")
+    with pytest.raises(decisions.DecisionError):
+        store.decide(gone, decisions.RELABEL, new_label="petra")
 
     # A fresh store (a restart) reads the same decisions back.
-    again = review.DecisionStore(review.decisions_path(layout)).load()
-    assert again[gone["pixel_hash"]]["action"] == review.REMOVE
+    again = decisions.DecisionStore(decisions.decisions_path(layout)).load()
+    assert again[gone["pixel_hash"]]["action"] == decisions.REMOVE
     assert again[moved["pixel_hash"]]["new_label"] == "colosseum"
-    assert not list(review.decisions_path(layout).parent.glob(".*.tmp"))
+    assert not list(decisions.decisions_path(layout).parent.glob(".*.tmp"))
 
     paths = _split_paths(layout, deduped.kept_path)
     assert gone["path"] not in paths
@@ -78,8 +79,8 @@ def test_decisions_persist_and_apply_to_later_crawls(tmp_path: Path):
         im.resize((im.width * 3 // 2, im.height * 3 // 2)).save(later / "bigger.jpg", quality=80)
     deduped = _dataset(layout, tmp_path / "later")
     paths = _split_paths(layout, deduped.kept_path)
-    report = read_json(review.applied_report_path(layout))
-    removed = [t for t in report["touched"] if t["action"] == review.REMOVE]
+    report = read_json(decisions.applied_report_path(layout))
+    removed = [t for t in report["touched"] if t["action"] == decisions.REMOVE]
     assert len(removed) == 1 and removed[0]["matched_by"] == "phash", report["touched"]
     assert removed[0]["path"] not in paths and removed[0]["path"] != gone["path"]
     assert len(paths) == len(kept) - 1
@@ -118,14 +119,16 @@ def review_site(tmp_path: Path):
     """A storage with a dataset and its suspects, and the review page serving it."""
     layout = Layout(tmp_path / "storage")
     deduped = _dataset(layout, make_subset(tmp_path / "src", CLASSES))
-    applied = review.apply_to_kept(layout, deduped.kept_path, 10)
+    applied = decisions.apply_to_kept(layout, deduped.kept_path, 10)
     suspects.suspects_for_storage(
         layout.clean_dir,
         applied.kept_path,
-        review.suspects_path(layout),
+        decisions.suspects_path(layout),
         suspects.SuspectsOptions(num_centroids=64, num_folds=3),
     )
-    site = ReviewSite(layout.clean_dir, review.suspects_path(layout), review.decisions_path(layout))
+    site = ReviewSite(
+        layout.clean_dir, decisions.suspects_path(layout), decisions.decisions_path(layout)
+    )
     server = make_server(site, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -141,7 +144,7 @@ def test_review_page_in_headless_chromium(review_site, prefect_harness):
     from selenium.webdriver.support.ui import WebDriverWait
 
     layout, deduped, site, url = review_site
-    decisions = review.decisions_path(layout)
+    decisions_file = decisions.decisions_path(layout)
     before = _split_paths(layout, deduped.kept_path)
     driver = _chrome()
     try:
@@ -161,7 +164,7 @@ def test_review_page_in_headless_chromium(review_site, prefect_harness):
         )
         first = cards[0]
         key = first.get_attribute("data-key")
-        assert not decisions.exists()
+        assert not decisions_file.exists()
         first.find_element(By.CSS_SELECTOR, "button[data-act=remove]").click()
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-saved"))
         card = driver.find_element(By.CSS_SELECTOR, f".card[data-key='{key}']")
@@ -174,10 +177,10 @@ def test_review_page_in_headless_chromium(review_site, prefect_harness):
     finally:
         driver.quit()
 
-    saved = json.loads(decisions.read_text())["decisions"]
-    assert saved[key]["action"] == review.REMOVE and saved[key]["by"] == review.BY_PERSON
+    saved = json.loads(decisions_file.read_text())["decisions"]
+    assert saved[key]["action"] == decisions.REMOVE and saved[key]["by"] == decisions.BY_PERSON
     assert len(saved[key]["phash"]) == 8
-    assert saved[second_key]["action"] == review.KEEP
+    assert saved[second_key]["action"] == decisions.KEEP
 
     # The decisions survive a restart: a second server on the same storage shows them.
     restarted = make_server(site, "127.0.0.1", 0)
@@ -223,7 +226,7 @@ def test_storage_commands(tmp_path: Path):
     kept = read_jsonl(_dataset(layout, make_subset(tmp_path / "src", CLASSES)).kept_path)
     result = runner.invoke(app, ["suspects", "--storage", str(layout.root), "--top", "3"])
     assert result.exit_code == 0, result.output
-    data = read_json(review.suspects_path(layout))
+    data = read_json(decisions.suspects_path(layout))
     assert len(data["suspects"]) == len(kept) and data["class_names"] == sorted(CLASSES)
     assert all(s["pixel_hash"] and s["raw_path"] for s in data["suspects"])
     ranked_lines = [line for line in result.output.splitlines() if line.startswith(("+", "-"))]
@@ -233,12 +236,12 @@ def test_storage_commands(tmp_path: Path):
     ranked = data["suspects"]
     doubted = [s for s in ranked if s["suggested"] != s["label"]]
     assert doubted
-    store = review.DecisionStore(review.decisions_path(layout))
-    store.decide(doubted[0], review.KEEP)
+    store = decisions.DecisionStore(decisions.decisions_path(layout))
+    store.decide(doubted[0], decisions.KEEP)
     threshold = min(s["suggested_confidence"] for s in doubted)
-    made = review.auto_remove(store, ranked, threshold, layout.clean_dir)
+    made = decisions.auto_remove(store, ranked, threshold, layout.clean_dir)
     assert len(made) == len(doubted) - 1
     saved = store.load()
-    assert saved[doubted[0]["pixel_hash"]]["by"] == review.BY_PERSON
-    assert all(saved[d["pixel_hash"]]["by"] == review.BY_AUTO for d in doubted[1:])
+    assert saved[doubted[0]["pixel_hash"]]["by"] == decisions.BY_PERSON
+    assert all(saved[d["pixel_hash"]]["by"] == decisions.BY_AUTO for d in doubted[1:])
     assert all(len(saved[d["pixel_hash"]]["phash"]) == 8 for d in doubted[1:])

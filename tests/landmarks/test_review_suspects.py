@@ -12,7 +12,7 @@ from conftest import REAL_RAW, real_files
 from typer.testing import CliRunner
 
 from flows.cli import app
-from landmarks import suspects
+from landmarks.review import suspects
 
 FAST = suspects.SuspectsOptions(num_centroids=64, num_folds=4)
 

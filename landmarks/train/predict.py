@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from landmarks.clean import CleanOptions
-from landmarks.evaluate import load_class_names, model_image_size, prepare_images
 from landmarks.storage import atomic_write_json
+from landmarks.train.evaluate import load_class_names, model_image_size, prepare_images
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def predict_files(
     """
     import keras
 
-    from landmarks.data import make_image_dataset
+    from landmarks.train.data import make_image_dataset
 
     model_path = Path(model_path)
     if not model_path.exists():

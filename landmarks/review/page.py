@@ -21,9 +21,9 @@ from urllib.parse import unquote
 
 from PIL import Image
 
-from landmarks import review
+from landmarks.review import decisions
+from landmarks.review.suspects import OUTLIER
 from landmarks.storage import read_json
-from landmarks.suspects import OUTLIER
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class ReviewApp:
 
     def __init__(self, site: ReviewSite) -> None:
         self.site = site
-        self.store = review.DecisionStore(site.decisions_path)
+        self.store = decisions.DecisionStore(site.decisions_path)
         self._lock = threading.Lock()
         self._thumbs: dict[str, bytes] = {}
         self._loaded_mtime: int | None = None
@@ -72,14 +72,14 @@ class ReviewApp:
 
     def state(self) -> dict[str, Any]:
         data = self.data()
-        decisions = self.store.load()
+        verdicts = self.store.load()
         photos = []
         for s in self.shown():
-            photos.append({**s, "key": s["pixel_hash"], "decision": decisions.get(s["pixel_hash"])})
+            photos.append({**s, "key": s["pixel_hash"], "decision": verdicts.get(s["pixel_hash"])})
         shown_keys = {p["key"] for p in photos}
         earlier = [
             {**d, "key": key}
-            for key, d in decisions.items()
+            for key, d in verdicts.items()
             if key not in shown_keys and d.get("path")
         ]
         return {
@@ -104,17 +104,17 @@ class ReviewApp:
         action = str(payload.get("action", ""))
         photo = self.photo(key)
         if photo is None:
-            raise review.DecisionError(f"unknown photo {key!r}")
+            raise decisions.DecisionError(f"unknown photo {key!r}")
         if action == "clear":
             return {"key": key, "cleared": self.store.clear(key), "decision": None}
         variants = photo.get("phash") if isinstance(photo.get("phash"), list) else None
         if not variants:
-            variants = review.photo_variants(self.clean_file(photo["path"]), photo.get("phash"))
+            variants = decisions.photo_variants(self.clean_file(photo["path"]), photo.get("phash"))
         decision = self.store.decide(
             {**photo, "phash_variants": variants},
             action,
             new_label=payload.get("new_label"),
-            by=review.BY_PERSON,
+            by=decisions.BY_PERSON,
         )
         return {"key": key, "decision": decision}
 
@@ -186,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             payload = json.loads(self.rfile.read(length) or b"{}")
             self._json(HTTPStatus.OK, self.app.decide(payload))
-        except (json.JSONDecodeError, review.DecisionError, FileNotFoundError) as exc:
+        except (json.JSONDecodeError, decisions.DecisionError, FileNotFoundError) as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
 
 

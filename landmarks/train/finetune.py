@@ -7,7 +7,7 @@ after that runs only the top blocks and the head: seconds instead of minutes per
 cores. Phase 1 fits the head alone on the pooled features; phase 2 unfreezes the top MBConv
 blocks (BatchNorm stays frozen and in inference mode, keeping the ImageNet statistics that
 small batches would spoil) and fine-tunes them at a lower rate in the ordinary epoch loop of
-:mod:`landmarks.train`.
+:mod:`landmarks.train.loop`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ FEATURES_FILE = "features.npz"
 
 def backbone_of(model: Any) -> Any | None:
     """The pretrained backbone nested in ``model`` (None for models without one)."""
-    from landmarks.efficientnet_lite import BACKBONE
+    from landmarks.train.efficientnet_lite import BACKBONE
 
     for layer in model.layers:
         if layer.name == BACKBONE:
@@ -69,7 +69,7 @@ def split_for_fine_tuning(model: Any, backbone: Any, blocks: int) -> tuple[Any, 
     ``model``'s layers, so training ``top`` trains ``model``."""
     import keras
 
-    from landmarks.efficientnet_lite import NUM_BLOCKS
+    from landmarks.train.efficientnet_lite import NUM_BLOCKS
 
     if blocks <= 0:
         return backbone, None, head_model(model, backbone)
@@ -93,8 +93,8 @@ def cached_features(
     in ``mirrored`` are also computed on left-right mirrored images (as ``<split>_flip``)."""
     import tensorflow as tf
 
-    from landmarks.data import decode
     from landmarks.storage import atomic_path
+    from landmarks.train.data import decode
 
     wanted = {**splits, **{f"{name}_flip": splits[name] for name in mirrored}}
     shape = tuple(bottom.output.shape[1:])
@@ -219,7 +219,7 @@ def unfreeze_top(backbone: Any, blocks: int) -> int:
     returns the number of trainable backbone layers."""
     from keras import layers
 
-    from landmarks.efficientnet_lite import NUM_BLOCKS, block_of
+    from landmarks.train.efficientnet_lite import NUM_BLOCKS, block_of
 
     if blocks <= 0:
         backbone.trainable = False

@@ -8,7 +8,7 @@ import pytest
 
 from landmarks.config import load_settings
 from landmarks.storage import read_json, read_jsonl, write_jsonl
-from landmarks.sweep import leaky_split, load_sweep, table_row, write_results
+from landmarks.train.sweep import leaky_split, load_sweep, table_row, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 

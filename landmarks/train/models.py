@@ -30,7 +30,7 @@ class ModelSpec:
     ``1st_Activation`` -> ``activation`` / ``leaky_alpha``, ``2nd or 3rd Activation`` ->
     ``later_activation`` ("none" for the table's "-"), ``Max_Pooling2D (2,2)`` -> ``pooling``
     / ``pool_size``, ``Dropout`` -> ``dropout``; image size, epochs, batch size and optimizer
-    live in :class:`landmarks.train.TrainOptions` (image size in both).
+    live in :class:`landmarks.train.loop.TrainOptions` (image size in both).
     """
 
     name: str = "original_cnn"
@@ -206,8 +206,8 @@ def efficientnet_lite0(spec: ModelSpec, num_classes: int) -> keras.Model:
 
     The backbone always runs in inference mode (``training=False``): its BatchNorm keeps the
     ImageNet statistics, which small CPU batches could only spoil. Which of its layers train
-    is decided by :mod:`landmarks.train` (head first, then the top blocks)."""
-    from landmarks.efficientnet_lite import pretrained_backbone
+    is decided by :mod:`landmarks.train.loop` (head first, then the top blocks)."""
+    from landmarks.train.efficientnet_lite import pretrained_backbone
 
     size = spec.image_size or NATIVE_IMAGE_SIZE["efficientnet_lite0"]
     base = pretrained_backbone(size, spec.weights)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from landmarks.models import ModelSpec, make_model
+from landmarks.train.models import ModelSpec, make_model
 
 
 @pytest.mark.parametrize("name", ["original_cnn", "vgg", "mobilenet_v2", "efficientnet_b0"])

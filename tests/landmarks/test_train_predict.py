@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from landmarks.models import ModelSpec, make_model
-from landmarks.predict import export_model, predict_files, tflite_predict
-from landmarks.train import TrainOptions, train_model
+from landmarks.train.loop import TrainOptions, train_model
+from landmarks.train.models import ModelSpec, make_model
+from landmarks.train.predict import export_model, predict_files, tflite_predict
 
 pytestmark = pytest.mark.slow
 
@@ -56,13 +56,24 @@ def test_predict_top3_any_format_and_a_broken_file(
         assert all(label in classes for label, _ in p.top) and 0 < sum(probs) <= 1.0 + 1e-6
 
 
-def test_cli_predict_json(tiny_model: Path, real_raw: Path):
+def test_cli_predict_json(tiny_model: Path, real_raw: Path, tmp_path: Path):
     photo = sorted((real_raw / "taj_mahal").iterdir())[0]
-    out = CliRunner().invoke(app, ["predict", str(photo), "--model", str(tiny_model), "--json"])
+    predict = ["predict", str(photo), "--model", str(tiny_model)]
+    # --json -: the JSON alone on stdout, the lines for people on stderr.
+    out = CliRunner().invoke(app, [*predict, "--json", "-"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data[0]["path"] == str(photo)
     assert [set(t) for t in data[0]["top3"]] == [{"label", "probability"}] * 3
+    assert out.stderr.startswith(f"{photo}: ")
+    # --json PATH: the file, and the usual lines on stdout.
+    path = tmp_path / "predictions.json"
+    out = CliRunner().invoke(app, [*predict, "--json", str(path)])
+    assert out.exit_code == 0, out.output
+    assert json.loads(path.read_text()) == data
+    assert out.stdout.startswith(f"{photo}: ") and f"json: {path}" in out.stdout
+    # --json takes a PATH, as in every command: alone it is a usage mistake.
+    assert CliRunner().invoke(app, [*predict, "--json"]).exit_code == 2
 
 
 def test_cli_predict_without_champion_says_what_to_do(tmp_path: Path, real_raw: Path):
@@ -77,7 +88,7 @@ def test_export_savedmodel_and_tflite_agree_with_keras(
     import keras
     import tensorflow as tf
 
-    from landmarks.data import make_image_dataset
+    from landmarks.train.data import make_image_dataset
 
     result = export_model(tiny_model, tmp_path / "export")
     assert (result.saved_model_dir / "saved_model.pb").is_file()

@@ -238,7 +238,7 @@ def evaluate_model(
     """
     import keras
 
-    from landmarks.data import make_image_dataset
+    from landmarks.train.data import make_image_dataset
 
     model = keras.models.load_model(model_path)
     image_size = image_size or model_image_size(model)
@@ -375,7 +375,7 @@ def evaluate_split(
     extra: dict[str, Any] | None = None,
 ) -> EvaluationResult:
     """Evaluate a model on a split manifest's untouched test part (clean images only)."""
-    from landmarks.dataset import load_dataset
+    from landmarks.train.dataset import load_dataset
 
     view = load_dataset(split_manifest, clean_dir)
     if not len(view.test):
