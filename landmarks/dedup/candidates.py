@@ -40,6 +40,7 @@ def verify_settings() -> list:
         ("weak_geometry", verifier.SURE_INLIER_RATIO, verifier.SURE_INLIER_ERROR),
         ("weak_geometry_min_tiles", verifier.WEAK_GEOMETRY_MIN_TILES),
         ("detail", verifier.DETAILED_SAMPLING, verifier.MIN_DETAIL_CORRELATION),
+        ("sure_tiles", verifier.SURE_TILES),
         ("min_tiles", MIN_TILE_CORRELATION),
         ("ratio", verifier.RATIO),
     ]
@@ -47,12 +48,19 @@ def verify_settings() -> list:
 
 @dataclass(frozen=True)
 class FeatureCandidate:
-    """Image ``b`` (its mirror picture if ``mirrored``) shares ``votes`` features with ``a``."""
+    """Image ``b`` (its mirror picture if ``mirrored``; its coarse view if ``coarse``) shares
+    ``votes`` features with ``a``."""
 
     a: int
     b: int
     votes: int
     mirrored: bool
+    coarse: bool = False
+
+    @property
+    def view(self) -> int:
+        """The view of ``b`` that voted, as cached verification outcomes name it (8-11)."""
+        return 8 + int(self.mirrored) + 2 * int(self.coarse)
 
 
 def candidates(
@@ -63,17 +71,15 @@ def candidates(
         return []
     index = feature_index.FeatureIndex([f.descriptors for f in feats], options)
     best: dict[tuple[int, int], FeatureCandidate] = {}
-    for mirrored, queries in (
-        (False, [f.descriptors for f in feats]),
-        (True, [f.mirror_descriptors for f in feats]),
-    ):
-        found = index.votes(queries)
-        for q, db, v in zip(
-            found.query.tolist(), found.db.tolist(), found.votes.tolist(), strict=True
-        ):
-            key = (min(q, db), max(q, db))
-            if key not in best or best[key].votes < v:
-                best[key] = FeatureCandidate(db, q, v, mirrored)
+    for coarse in (False, True):
+        for mirrored in (False, True):
+            found = index.votes([f.view(mirrored, coarse)[1] for f in feats])
+            for q, db, v in zip(
+                found.query.tolist(), found.db.tolist(), found.votes.tolist(), strict=True
+            ):
+                key = (min(q, db), max(q, db))
+                if key not in best or best[key].votes < v:
+                    best[key] = FeatureCandidate(db, q, v, mirrored, coarse)
     return sorted(best.values(), key=lambda c: (-c.votes, c.a, c.b))
 
 
@@ -87,13 +93,12 @@ def verify_candidate(
     """Verify ``c.b`` against ``c.a`` from their cached features; ``pixels(i)`` loads the
     normalised grey picture of image ``i`` (only when the keypoints agree)."""
     fa, fb = feats[c.a], feats[c.b]
+    points_b, desc_b = fb.view(c.mirrored, c.coarse)
     if c.mirrored:
-        points_b, desc_b = fb.mirror_points, fb.mirror_descriptors
 
         def pixels_b() -> np.ndarray:
             return np.ascontiguousarray(pixels(c.b)[:, ::-1])
     else:
-        points_b, desc_b = fb.points, fb.descriptors
 
         def pixels_b() -> np.ndarray:
             return pixels(c.b)
@@ -116,7 +121,7 @@ def _verify_job(
 ) -> verifier.Verification:
     c, fa, fb, path_a, path_b = job
     pixels = pixel_loader([path_a, path_b])
-    return verify_candidate(FeatureCandidate(0, 1, c.votes, c.mirrored), [fa, fb], pixels)
+    return verify_candidate(FeatureCandidate(0, 1, c.votes, c.mirrored, c.coarse), [fa, fb], pixels)
 
 
 def verify_many(

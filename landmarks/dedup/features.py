@@ -9,12 +9,19 @@ invariances, so every image also gets the features of its mirror picture (used a
 
 Every picture is brought to ``FEATURE_SIDE`` pixels on its long side (up or down) before
 detection, so a 224-pixel training crop and a 4000-pixel original are described at one scale.
+
+A crop is the other way round: brought to ``FEATURE_SIDE``, its corners are seen larger than
+the same corners in its original, and ORB gives the coarse levels of its pyramid, where they
+would match, few keypoints. So every picture also has a *coarse view*: ``COARSE_FEATURES``
+keypoints of the picture at ``COARSE_SIDE`` pixels (and of its mirror), at the scale a crop
+keeping half of each side has in its original. Coarse keypoints are only queries; their points
+are given in the coordinates of the full view.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -23,7 +30,9 @@ from PIL import Image, ImageOps
 
 FEATURE_SIDE = 320
 NUM_FEATURES = 256
-FEATURE_VERSION = 2  # bump when the features change, so cached ones are redone
+COARSE_SIDE = 160
+COARSE_FEATURES = 128
+FEATURE_VERSION = 3  # bump when the features change, so cached ones are redone
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,22 @@ class LocalFeatures:
     mirror_points: np.ndarray
     mirror_descriptors: np.ndarray
     source_side: int = 0
+    coarse_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    coarse_descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8))
+    coarse_mirror_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    coarse_mirror_descriptors: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 32), np.uint8)
+    )
+
+    def view(self, mirrored: bool, coarse: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(points, descriptors) of one view: as is or mirrored, full or coarse."""
+        if coarse:
+            if mirrored:
+                return self.coarse_mirror_points, self.coarse_mirror_descriptors
+            return self.coarse_points, self.coarse_descriptors
+        if mirrored:
+            return self.mirror_points, self.mirror_descriptors
+        return self.points, self.descriptors
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -49,6 +74,10 @@ class LocalFeatures:
             buf,
             size=np.array(self.size, dtype=np.int32),
             source_side=np.array(self.source_side, dtype=np.int32),
+            coarse_points=self.coarse_points,
+            coarse_descriptors=self.coarse_descriptors,
+            coarse_mirror_points=self.coarse_mirror_points,
+            coarse_mirror_descriptors=self.coarse_mirror_descriptors,
             points=self.points,
             descriptors=self.descriptors,
             mirror_points=self.mirror_points,
@@ -67,6 +96,10 @@ class LocalFeatures:
                 z["mirror_points"],
                 z["mirror_descriptors"],
                 int(z["source_side"]),
+                z["coarse_points"],
+                z["coarse_descriptors"],
+                z["coarse_mirror_points"],
+                z["coarse_mirror_descriptors"],
             )
 
 
@@ -118,12 +151,33 @@ def _detect(pixels: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarr
 def extract(
     pixels: np.ndarray, num_features: int = NUM_FEATURES, source_side: int = 0
 ) -> LocalFeatures:
-    """ORB features of normalised grey ``pixels`` and of their mirror picture."""
+    """ORB features of normalised grey ``pixels`` and of their mirror picture, full and
+    coarse views."""
+    mirror = np.ascontiguousarray(pixels[:, ::-1])
     points, descriptors = _detect(pixels, num_features)
-    mirror_points, mirror_descriptors = _detect(np.ascontiguousarray(pixels[:, ::-1]), num_features)
+    mirror_points, mirror_descriptors = _detect(mirror, num_features)
     h, w = pixels.shape
+    scale = COARSE_SIDE / max(w, h)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        coarse_features = max(1, num_features * COARSE_FEATURES // NUM_FEATURES)
+        coarse = _detect(small, coarse_features)
+        coarse_mirror = _detect(np.ascontiguousarray(small[:, ::-1]), coarse_features)
+        up = np.array([w / size[0], h / size[1]], np.float32)
+        coarse = (coarse[0] * up, coarse[1])
+        coarse_mirror = (coarse_mirror[0] * up, coarse_mirror[1])
+    else:
+        coarse = coarse_mirror = (np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
     return LocalFeatures(
-        (w, h), points, descriptors, mirror_points, mirror_descriptors, source_side
+        (w, h),
+        points,
+        descriptors,
+        mirror_points,
+        mirror_descriptors,
+        source_side,
+        *coarse,
+        *coarse_mirror,
     )
 
 

@@ -187,7 +187,8 @@ def feature_pairs(
     Candidates are taken best-voted first, in blocks (verified in ``options.num_workers``
     processes); one whose images are already in one group (by the confirmed pairs or an
     earlier block) needs no verification. Returns (new pairs, new verification records for a
-    cache keyed by ``keys``; ``variant`` 8 or 9: features, as is or mirrored).
+    cache keyed by ``keys``; ``variant`` 8-11: the view of the features, see
+    :attr:`FeatureCandidate.view`).
     """
     if not options.local_features or len(feats) < 2:
         return [], []
@@ -205,7 +206,7 @@ def feature_pairs(
             outcome: dict[int, bool] = {}
             todo = []
             for k, c in enumerate(block):
-                cache_key = (keys[c.a], keys[c.b], 8 + int(c.mirrored)) if keys else None
+                cache_key = (keys[c.a], keys[c.b], c.view) if keys else None
                 if cache is not None and cache_key in cache:
                     outcome[k] = cache[cache_key]
                 else:
@@ -222,7 +223,7 @@ def feature_pairs(
                         {
                             "a": keys[c.a],
                             "b": keys[c.b],
-                            "variant": 8 + int(c.mirrored),
+                            "variant": c.view,
                             "ok": result.ok,
                         }
                     )

@@ -39,6 +39,10 @@ WEAK_GEOMETRY_MIN_TILES = 0.95
 # coarse shapes but not in leaves, people, waves and clouds (0.57-0.81 on the real photos).
 DETAILED_SAMPLING = 0.9
 MIN_DETAIL_CORRELATION = 0.82
+# ... unless their tiles already agree this well: resampled copies (a crop brought to a
+# training size) lose fine detail but keep their tiles at 0.97+; a second photo from the
+# same spot reaches 0.94 at best
+SURE_TILES = 0.975
 MIN_TILE_SHARE = 0.7  # share of a copy's tiles that correlate at 0.7 or more, tile mode
 # ... or share of its tiles that correlate at 0.95 or more: a text band or a logo over part of a
 # copy spoils the tiles under it and no others, a second photo from the same spot rarely has so
@@ -170,7 +174,7 @@ def verify_matches(
     exact = float((scores >= 0.95).mean()) if len(scores) >= 3 else 0.0
     ok = tiles >= min_tiles and (share >= MIN_TILE_SHARE or exact >= MIN_EXACT_TILE_SHARE)
     why = "" if ok else f"tile correlation {tiles:.2f}, {share:.0%} of tiles >= 0.7"
-    if ok and min(source_sides) > 0:
+    if ok and tiles < SURE_TILES and min(source_sides) > 0:
         sampling = min(source_sides[0] / max(a.shape), source_sides[1] / max(b.shape) / scale)
         if sampling >= DETAILED_SAMPLING:
             fine = detail_scores(a, b, matrix)
