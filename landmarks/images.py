@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import warnings
@@ -99,11 +100,11 @@ def load_normalized(path: Path, limits: ImageLimits) -> NormalizedImage:
             text = str(exc).lower()
             reason = TRUNCATED if "truncat" in text or isinstance(exc, EOFError) else UNREADABLE
             raise ImageRejected(reason, f"cannot decode: {exc}") from exc
-        try:
-            upright = ImageOps.exif_transpose(im)
-        except (OSError, SyntaxError, ValueError, TypeError):
-            upright = im  # a broken EXIF block must not cost the pixels
-        rgb = to_rgb(upright)
+        # in place: no copy of the pixels when there is nothing to turn (to_rgb copies); a
+        # broken EXIF block must not cost the pixels
+        with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError):
+            ImageOps.exif_transpose(im, in_place=True)
+        rgb = to_rgb(im)
     check_content(rgb, limits)
     return NormalizedImage(image=rgb, source_format=fmt, source_mode=mode, animated=animated)
 
@@ -174,5 +175,5 @@ def encode_jpeg(im: Image.Image, quality: int) -> bytes:
 def pixel_hash(im: Image.Image) -> str:
     """Hash of decoded RGB pixels and size: a re-saved identical image gets the same hash."""
     digest = hashlib.sha256(f"{im.size[0]}x{im.size[1]}".encode())
-    digest.update(np.ascontiguousarray(np.asarray(im.convert("RGB"))).tobytes())
+    digest.update((im if im.mode == "RGB" else im.convert("RGB")).tobytes())  # rows of RGB bytes
     return digest.hexdigest()

@@ -10,9 +10,11 @@ photo of the same place from the same spot is not.
 
 from __future__ import annotations
 
+import multiprocessing
 import zipfile
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -59,7 +61,8 @@ class FeatureCandidate:
 
     @property
     def view(self) -> int:
-        """The view of ``b`` that voted, as cached verification outcomes name it (8-11)."""
+        """The view of ``b`` that voted, as cached verification outcomes name it: 8 as is,
+        9 mirrored, 10 coarse."""
         return 8 + int(self.mirrored) + 2 * int(self.coarse)
 
 
@@ -71,15 +74,18 @@ def candidates(
         return []
     index = feature_index.FeatureIndex([f.descriptors for f in feats], options)
     best: dict[tuple[int, int], FeatureCandidate] = {}
-    for coarse in (False, True):
-        for mirrored in (False, True):
-            found = index.votes([f.view(mirrored, coarse)[1] for f in feats])
-            for q, db, v in zip(
-                found.query.tolist(), found.db.tolist(), found.votes.tolist(), strict=True
-            ):
-                key = (min(q, db), max(q, db))
-                if key not in best or best[key].votes < v:
-                    best[key] = FeatureCandidate(db, q, v, mirrored, coarse)
+    for mirrored, coarse, top_k in (
+        (False, False, options.top_k),
+        (True, False, options.top_k_mirror),
+        (False, True, options.top_k),
+    ):
+        found = index.votes([f.view(mirrored, coarse)[1] for f in feats], top_k=top_k)
+        for q, db, v in zip(
+            found.query.tolist(), found.db.tolist(), found.votes.tolist(), strict=True
+        ):
+            key = (min(q, db), max(q, db))
+            if key not in best or best[key].votes < v:
+                best[key] = FeatureCandidate(db, q, v, mirrored, coarse)
     return sorted(best.values(), key=lambda c: (-c.votes, c.a, c.b))
 
 
@@ -116,12 +122,41 @@ def verify_candidate(
     )
 
 
-def _verify_job(
-    job: tuple[FeatureCandidate, features.LocalFeatures, features.LocalFeatures, Path, Path],
-) -> verifier.Verification:
-    c, fa, fb, path_a, path_b = job
-    pixels = pixel_loader([path_a, path_b])
-    return verify_candidate(FeatureCandidate(0, 1, c.votes, c.mirrored, c.coarse), [fa, fb], pixels)
+# What a verifying process works on: every image's features, paths and a pixel cache. Set
+# before the pool forks (inherited, not copied) or by the pool's initializer elsewhere.
+_WORKER: tuple[Sequence[features.LocalFeatures], Callable[[int], np.ndarray]] | None = None
+
+
+def _init_worker(feats: Sequence[features.LocalFeatures], paths: Sequence[Path]) -> None:
+    global _WORKER
+    _WORKER = (feats, pixel_loader(paths))
+
+
+def _verify_in_worker(c: FeatureCandidate) -> verifier.Verification:
+    assert _WORKER is not None, "verify_pool sets the features up"
+    feats, pixels = _WORKER
+    return verify_candidate(c, feats, pixels)
+
+
+@contextmanager
+def verify_pool(
+    feats: Sequence[features.LocalFeatures], paths: Sequence[Path], workers: int
+) -> Iterator[Executor]:
+    """Processes that verify candidates of ``feats``; a job carries only the candidate."""
+    global _WORKER
+    context = multiprocessing.get_context()
+    if context.get_start_method() == "fork":
+        _init_worker(feats, paths)
+        pool = ProcessPoolExecutor(workers, mp_context=context)
+    else:
+        pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker, initargs=(feats, paths)
+        )
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+        _WORKER = None
 
 
 def verify_many(
@@ -130,12 +165,12 @@ def verify_many(
     paths: Sequence[Path],
     pool: Executor | None = None,
 ) -> list[verifier.Verification]:
-    """``verify_candidate`` of every candidate, in ``pool`` when given."""
+    """``verify_candidate`` of every candidate, in ``pool`` (from :func:`verify_pool` over the
+    same ``feats``) when given."""
     if pool is None:
         pixels = pixel_loader(paths)
         return [verify_candidate(c, feats, pixels) for c in found]
-    jobs = [(c, feats[c.a], feats[c.b], paths[c.a], paths[c.b]) for c in found]
-    return list(pool.map(_verify_job, jobs, chunksize=16))
+    return list(pool.map(_verify_in_worker, found, chunksize=32))
 
 
 def pixel_loader(paths: Sequence[Path]) -> Callable[[int], np.ndarray]:

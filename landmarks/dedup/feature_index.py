@@ -32,6 +32,7 @@ class IndexOptions:
     max_distance: int = 48
     min_votes: int = 2
     top_k: int = 5
+    top_k_mirror: int = 3  # for the mirror's queries, which find few copies (mirrored ones)
     seed: int = 20261129
 
 
@@ -128,10 +129,18 @@ class FeatureIndex:
             self.sizes.append(sizes)
         self.crowd = np.sqrt(crowd + 1.0)
 
-    def votes(self, query_sets: Sequence[np.ndarray], chunk: int = 512, first: int = 0) -> Votes:
+    def votes(
+        self,
+        query_sets: Sequence[np.ndarray],
+        chunk: int = 512,
+        first: int = 0,
+        top_k: int | None = None,
+    ) -> Votes:
         """Votes of every query image (its descriptors) for every indexed image it shares a
-        key with; pairs below ``min_votes`` and beyond the ``top_k`` per query are dropped.
-        Query ``q`` is indexed image ``first + q``: self-votes are dropped."""
+        key with; pairs below ``min_votes`` and beyond the ``top_k`` per query (the options'
+        unless given) are dropped. Query ``q`` is indexed image ``first + q``: self-votes are
+        dropped."""
+        top_k = self.options.top_k if top_k is None else top_k
         out_q, out_db, out_v = [], [], []
         n = self.num_images
         for start in range(0, len(query_sets), chunk):
@@ -160,7 +169,7 @@ class FeatureIndex:
             pairs.sort()
             pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
             codes = owner[pairs // n] * n + pairs % n
-            q, db, v = self._count(codes, first + start, n)
+            q, db, v = self._count(codes, first + start, n, top_k)
             out_q.append(q)
             out_db.append(db)
             out_v.append(v)
@@ -170,7 +179,7 @@ class FeatureIndex:
         return Votes(np.concatenate(out_q), np.concatenate(out_db), np.concatenate(out_v))
 
     def _count(
-        self, codes: np.ndarray, start: int, n: int
+        self, codes: np.ndarray, start: int, n: int, top_k: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         codes.sort()
         edge = np.flatnonzero(np.diff(codes)) + 1
@@ -184,5 +193,5 @@ class FeatureIndex:
         order = np.lexsort((-votes / self.crowd[db], q))
         q, db, votes = q[order], db[order], votes[order]
         rank = np.arange(len(q)) - np.searchsorted(q, q, side="left")
-        keep = rank < self.options.top_k
+        keep = rank < top_k
         return q[keep], db[keep], votes[keep]

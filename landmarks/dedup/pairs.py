@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,7 +187,7 @@ def feature_pairs(
     Candidates are taken best-voted first, in blocks (verified in ``options.num_workers``
     processes); one whose images are already in one group (by the confirmed pairs or an
     earlier block) needs no verification. Returns (new pairs, new verification records for a
-    cache keyed by ``keys``; ``variant`` 8-11: the view of the features, see
+    cache keyed by ``keys``; ``variant`` 8-10: the view of the features, see
     :attr:`FeatureCandidate.view`).
     """
     if not options.local_features or len(feats) < 2:
@@ -197,10 +197,12 @@ def feature_pairs(
         groups.union(p.i, p.j)
     found = dedup_features.candidates(feats, options.index_options)
     workers = options.num_workers or os.cpu_count() or 1
-    pool = ProcessPoolExecutor(workers) if workers > 1 and len(found) >= 256 else None
     pairs: list[Pair] = []
     new_records: list[dict[str, Any]] = []
-    try:
+    with ExitStack() as stack:
+        pool = None
+        if workers > 1 and len(found) >= 256:
+            pool = stack.enter_context(dedup_features.verify_pool(feats, paths, workers))
         for start in range(0, len(found), 512):
             block = [c for c in found[start : start + 512] if groups.find(c.a) != groups.find(c.b)]
             outcome: dict[int, bool] = {}
@@ -232,9 +234,6 @@ def feature_pairs(
                     groups.union(c.a, c.b)
                     distance = pair_distance(hashes[c.a], hashes[c.b])
                     pairs.append(Pair(c.a, c.b, distance, 4 * int(c.mirrored), "features"))
-    finally:
-        if pool is not None:
-            pool.shutdown()
     return pairs, new_records
 
 
