@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("landmarks", "tasks", "flows")
 # Stage packages of the core; each must exist and be covered by the rules below.
-STAGE_PACKAGES = ("crawl", "dedup", "train", "review")
+STAGE_PACKAGES = ("crawl", "dedup", "augment", "train", "review")
 
 
 def _module_name(path: Path) -> str:

@@ -145,7 +145,8 @@ def test_resume_after_sigkill_mid_chunk_leaves_no_partial_chunk(tmp_path: Path, 
 import os, signal
 from pathlib import Path
 import landmarks.augment as aug
-real_encode = aug.encode_jpeg
+import landmarks.augment.chunks as chunks
+real_encode = chunks.encode_jpeg
 written = [0]
 def dying(*args, **kwargs):
     # Die like a killed process in the middle of chunk 2 (14 images committed, 3 half-written).
@@ -153,7 +154,7 @@ def dying(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     written[0] += 1
     return real_encode(*args, **kwargs)
-aug.encode_jpeg = dying
+chunks.encode_jpeg = dying
 aug.augment_train({_train(small_subset)!r}, Path({str(small_subset)!r}), Path({str(out)!r}),
                   "v1", {opts})
 """
