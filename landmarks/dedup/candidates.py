@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -67,19 +67,32 @@ class FeatureCandidate:
 
 
 def candidates(
-    feats: Sequence[features.LocalFeatures], options: feature_index.IndexOptions
+    feats: Sequence[features.LocalFeatures],
+    options: feature_index.IndexOptions,
+    threads: int = 1,
 ) -> list[FeatureCandidate]:
-    """The best-voted pair per unordered pair of images, most votes first."""
+    """The best-voted pair per unordered pair of images, most votes first. The views (as is,
+    mirrored, coarse) are looked up in ``threads`` threads (numpy lets go of the GIL)."""
     if len(feats) < 2:
         return []
     index = feature_index.FeatureIndex([f.descriptors for f in feats], options)
-    best: dict[tuple[int, int], FeatureCandidate] = {}
-    for mirrored, coarse, top_k in (
+    views = (
         (False, False, options.top_k),
         (True, False, options.top_k_mirror),
         (False, True, options.top_k),
-    ):
-        found = index.votes([f.view(mirrored, coarse)[1] for f in feats], top_k=top_k)
+    )
+
+    def lookup(view: tuple[bool, bool, int]) -> feature_index.Votes:
+        mirrored, coarse, top_k = view
+        return index.votes([f.view(mirrored, coarse)[1] for f in feats], top_k=top_k)
+
+    if threads > 1:
+        with ThreadPoolExecutor(min(threads, len(views))) as pool:
+            found_per_view = list(pool.map(lookup, views))
+    else:
+        found_per_view = [lookup(v) for v in views]
+    best: dict[tuple[int, int], FeatureCandidate] = {}
+    for (mirrored, coarse, _), found in zip(views, found_per_view, strict=True):
         for q, db, v in zip(
             found.query.tolist(), found.db.tolist(), found.votes.tolist(), strict=True
         ):

@@ -32,7 +32,7 @@ class IndexOptions:
     max_distance: int = 48
     min_votes: int = 2
     top_k: int = 5
-    top_k_mirror: int = 3  # for the mirror's queries, which find few copies (mirrored ones)
+    top_k_mirror: int = 2  # for the mirror's queries, which find few copies (mirrored ones)
     seed: int = 20261129
 
 
@@ -132,14 +132,16 @@ class FeatureIndex:
     def votes(
         self,
         query_sets: Sequence[np.ndarray],
-        chunk: int = 512,
+        chunk: int = 128,
         first: int = 0,
         top_k: int | None = None,
     ) -> Votes:
         """Votes of every query image (its descriptors) for every indexed image it shares a
         key with; pairs below ``min_votes`` and beyond the ``top_k`` per query (the options'
         unless given) are dropped. Query ``q`` is indexed image ``first + q``: self-votes are
-        dropped."""
+        dropped. ``chunk`` query images are looked up at once: their bucket hits and the
+        descriptors gathered for them (about 100 MiB per 128 images at 100,000 indexed images)
+        are what the search holds in memory beyond the index."""
         top_k = self.options.top_k if top_k is None else top_k
         out_q, out_db, out_v = [], [], []
         n = self.num_images

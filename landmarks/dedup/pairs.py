@@ -195,8 +195,8 @@ def feature_pairs(
     groups = UnionFind(len(feats))
     for p in confirmed:
         groups.union(p.i, p.j)
-    found = dedup_features.candidates(feats, options.index_options)
     workers = options.num_workers or os.cpu_count() or 1
+    found = dedup_features.candidates(feats, options.index_options, threads=workers)
     pairs: list[Pair] = []
     new_records: list[dict[str, Any]] = []
     with ExitStack() as stack:
