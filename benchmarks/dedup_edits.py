@@ -1,14 +1,16 @@
 """Near-duplicate benchmark with edits drawn at random per photo, on the real photos.
 
     nice .venv/bin/python benchmarks/dedup_edits.py [--per-photo 2] [--skip throughput]
+        [--immaculate /path/to/py312-venv/bin/immaculate]
 
 Every real photo gets ``--per-photo`` edits, each of a family drawn at random
 (benchmarks/dedup_edit_families.py: crops anywhere, centre squares at training sizes, small
 rotations, mirror/90-degree turns, text bands and logos, grey and hue shifts, heavy JPEG with
 downscaling, chains of 2-3), with its own random parameters. All other real photos are the
 distractors, including different photos of one landmark from the same spot. Side by side, in
-one run: naive pHash (all pairs within 10 bits), imagededup's PHash, ours before (global hashes
-+ ORB verification: ``local_features=False``) and ours (with the local-feature route).
+one run: naive pHash (all pairs within 10 bits), imagededup's PHash, immaculate's PDQ (when
+``--immaculate`` names its command), ours before (global hashes + ORB verification:
+``local_features=False``) and ours (with the local-feature route).
 
 Recall of a family: share of its edits grouped with their original. Pair precision: share of
 true pairs among all pairs inside the groups found (what a dedup that keeps one per group acts
@@ -22,7 +24,9 @@ interleaved, best of 2.
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,7 +94,9 @@ def score(
     return per, precision, false
 
 
-def run_methods(folder: Path, names: list[str], workers: int) -> dict[str, tuple[float, set]]:
+def run_methods(
+    folder: Path, names: list[str], workers: int, immaculate: str | None = None
+) -> dict[str, tuple[float, set]]:
     paths = [folder / n for n in names]
     out: dict[str, tuple[float, set]] = {}
 
@@ -126,6 +132,19 @@ def run_methods(folder: Path, names: list[str], workers: int) -> dict[str, tuple
             for b in dups:
                 uf.union(index[a], index[b])
         out[METHODS[1]] = (time.perf_counter() - start, expand(_components(uf, names)))
+    if immaculate:
+        # its command line (Python >= 3.12), default method: PDQ within 31 bits, with
+        # rotations and flips; its SSCD model downloads weights, which this machine cannot
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [immaculate, "--json", str(folder)], capture_output=True, text=True, check=True
+        )
+        found = json.loads(proc.stdout)
+        groups = [
+            [Path(p).resolve().relative_to(folder.resolve()).as_posix() for p in g]
+            for g in found["exact"] + found["near"]
+        ]
+        out["immaculate 0.3 (PDQ)"] = (time.perf_counter() - start, expand(groups))
     for label, local in ((METHODS[2], False), (METHODS[3], True)):
         options = dedup.DedupOptions(num_workers=workers, local_features=local)
         start = time.perf_counter()
@@ -142,7 +161,9 @@ def _components(uf: dedup.UnionFind, names: list[str]) -> list[list[str]]:
     return [m for m in members.values() if len(m) > 1]
 
 
-def bench_quality(files: list[Path], root: Path, per_photo: int, workers: int) -> None:
+def bench_quality(
+    files: list[Path], root: Path, per_photo: int, workers: int, immaculate: str | None = None
+) -> None:
     rel = [p.relative_to(root).as_posix() for p in files]
     index = {r: i for i, r in enumerate(rel)}
     dup_of = dedup.UnionFind(len(files))
@@ -169,7 +190,7 @@ def bench_quality(files: list[Path], root: Path, per_photo: int, workers: int) -
             if n.startswith("edit/"):
                 counts[n.split("/")[1]] = counts.get(n.split("/")[1], 0) + 1
         print("edits per family: " + ", ".join(f"{f} {c}" for f, c in sorted(counts.items())))
-        results = run_methods(folder, names, workers)
+        results = run_methods(folder, names, workers, immaculate)
     fams = sorted(counts)
     print(f"{'method':28s}" + "".join(f"{f:>9s}" for f in fams) + "  precision  false   time s")
     for label, (seconds, pairs) in results.items():
@@ -279,6 +300,10 @@ def main() -> None:
     )
     parser.add_argument("--per-photo", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--immaculate",
+        help="the `immaculate` command of an install of it (it needs Python >= 3.12), for its row",
+    )
     parser.add_argument("--scale", type=int, default=100_000, help="images in the scale part")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "quality", "scale"])
     args = parser.parse_args()
@@ -286,7 +311,7 @@ def main() -> None:
     if "throughput" not in args.skip:
         bench_throughput(args.real, args.workers)
     if "quality" not in args.skip:
-        bench_quality(files, args.real, args.per_photo, args.workers)
+        bench_quality(files, args.real, args.per_photo, args.workers, args.immaculate)
     if "scale" not in args.skip:
         bench_scale(args.real, args.scale)
 
