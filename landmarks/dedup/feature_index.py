@@ -71,11 +71,13 @@ def bit_positions(options: IndexOptions) -> np.ndarray:
 
 
 def descriptor_keys(descriptors: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """(n, 32) uint8 descriptors -> (n,) int64 key made of the bits at ``positions``."""
-    key = np.zeros(len(descriptors), dtype=np.int64)
+    """(n, 32) uint8 descriptors -> (n,) key made of the bits at ``positions`` (int32 up to 31
+    bits, so that a key of 100,000 images' descriptors and its temporaries stay small)."""
+    dtype: type[np.signedinteger] = np.int32 if len(positions) <= 31 else np.int64
+    key: np.ndarray = np.zeros(len(descriptors), dtype=dtype)
     for j, b in enumerate(positions):
         bit = (descriptors[:, b >> 3] >> (7 - (b & 7))) & 1
-        key |= bit.astype(np.int64) << j
+        key |= bit.astype(dtype) << j
     return key
 
 
@@ -116,7 +118,7 @@ class FeatureIndex:
         first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         described = counts > 0
         for positions in self.positions:
-            keys = descriptor_keys(stacked, positions).astype(np.int32)
+            keys = descriptor_keys(stacked, positions).astype(np.int32, copy=False)
             sizes = np.bincount(keys, minlength=1 << options.bits).astype(np.int32)
             starts = np.zeros(len(sizes), dtype=np.int64)
             np.cumsum(sizes[:-1], out=starts[1:])
