@@ -1,7 +1,8 @@
 """The local-feature route of the dedup: candidates from shared ORB features, verified.
 
-:mod:`landmarks.feature_index` turns every image's ORB descriptors into votes for the images
-that share them (the mirror picture's descriptors vote too, for mirrored copies). The best
+:mod:`~landmarks.dedup.feature_index` turns every image's ORB descriptors into votes for the
+images that share them (the descriptors of its mirror picture and of its coarse view vote too,
+for mirrored copies and crops). The best
 voted pairs are verified with the features already in memory (:func:`verify.verify_matches`:
 a RANSAC similarity of any rotation, then the aligned pixels must correlate), so a crop
 anywhere, a copy turned by a few degrees or one with a text band is confirmed, and a second

@@ -39,7 +39,7 @@ FEATURE_VERSION = 4  # bump when the features change, so cached ones are redone
 
 @dataclass(frozen=True)
 class LocalFeatures:
-    """ORB keypoints of one picture (at ``FEATURE_SIDE``) and of its mirror.
+    """ORB keypoints of one picture (at ``FEATURE_SIDE``), of its mirror and of its coarse view.
 
     ``points[k]`` is (x, y) of keypoint ``k`` in the normalised picture of ``size`` (w, h);
     ``mirror_points`` are in the mirrored picture's coordinates. ``source_side`` is the long
@@ -53,8 +53,8 @@ class LocalFeatures:
     mirror_points: np.ndarray
     mirror_descriptors: np.ndarray
     source_side: int = 0
-    coarse_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
-    coarse_descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8))
+    coarse_points: np.ndarray = field(default_factory=lambda: _no_keypoints()[0])
+    coarse_descriptors: np.ndarray = field(default_factory=lambda: _no_keypoints()[1])
 
     def view(self, mirrored: bool, coarse: bool) -> tuple[np.ndarray, np.ndarray]:
         """(points, descriptors) of one view: as is, mirrored, or coarse (as is)."""
@@ -134,10 +134,14 @@ def _open_normalised_grey(path: Path, side: int) -> tuple[np.ndarray, int]:
         return normalised_grey(ImageOps.exif_transpose(im), side), source_side
 
 
+def _no_keypoints() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+
+
 def _detect(pixels: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarray]:
     keypoints, descriptors = _orb(num_features).detectAndCompute(pixels, None)
     if descriptors is None or not keypoints:
-        return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+        return _no_keypoints()
     points = np.array([k.pt for k in keypoints], dtype=np.float32)
     return points, descriptors
 
@@ -160,7 +164,7 @@ def extract(
         up = np.array([w / size[0], h / size[1]], np.float32)
         coarse = (coarse[0] * up, coarse[1])
     else:
-        coarse = (np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+        coarse = _no_keypoints()
     return LocalFeatures(
         (w, h),
         points,

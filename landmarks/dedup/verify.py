@@ -26,6 +26,11 @@ from PIL import Image
 VERIFY_SIDE = 320  # long side the pictures are compared at
 RATIO = 0.8  # Lowe's ratio test
 MAX_INLIER_ERROR = 1.8  # median reprojection error (px) of a copy's inliers, tile mode
+MIN_TILE_SHARE = 0.7  # share of a copy's tiles that correlate at 0.7 or more, tile mode
+# ... or share of its tiles that correlate at 0.95 or more: a text band or a logo over part of a
+# copy spoils the tiles under it and no others, a second photo from the same spot rarely has so
+# many tiles that close
+MIN_EXACT_TILE_SHARE = 0.45
 # Tile mode: geometry this weak (inliers under this share of the matches, or fitting worse than
 # this) also passes, with pixels that agree better (a crop's matches outside its frame, a heavy
 # re-encode's blurred corners); second photos from the same spot sit there too, and their tiles
@@ -43,11 +48,6 @@ MIN_DETAIL_CORRELATION = 0.82
 # training size) lose fine detail but keep their tiles at 0.97+; a second photo from the
 # same spot reaches 0.94 at best
 SURE_TILES = 0.975
-MIN_TILE_SHARE = 0.7  # share of a copy's tiles that correlate at 0.7 or more, tile mode
-# ... or share of its tiles that correlate at 0.95 or more: a text band or a logo over part of a
-# copy spoils the tiles under it and no others, a second photo from the same spot rarely has so
-# many tiles that close
-MIN_EXACT_TILE_SHARE = 0.45
 
 
 @dataclass(frozen=True)
@@ -162,13 +162,14 @@ def verify_matches(
         if inliers < SURE_INLIER_RATIO * len(good) or error > SURE_INLIER_ERROR:
             min_tiles = max(min_tiles, WEAK_GEOMETRY_MIN_TILES)
     a, b = pixels_a(), pixels_b()
-    corr, overlap = _warped_correlation(a, b, matrix)
+    warped, mask = _warp(a, b, matrix)  # once, for the correlation, the tiles and the detail
+    corr, overlap = _warped_correlation(a, warped, mask, b.size * scale**2)
     if overlap < options.min_overlap:
         return Verification(False, inliers, len(good), corr, f"overlap {overlap:.2f}")
     if min_tiles is None:
         ok = corr >= options.min_correlation
         return Verification(ok, inliers, len(good), corr, "" if ok else f"correlation {corr:.2f}")
-    scores = tile_scores(a, b, matrix)
+    scores = _tile_scores(a, warped, mask)
     tiles = float(np.median(scores)) if len(scores) >= 3 else 0.0
     share = float((scores >= 0.7).mean()) if len(scores) >= 3 else 0.0
     exact = float((scores >= 0.95).mean()) if len(scores) >= 3 else 0.0
@@ -177,19 +178,20 @@ def verify_matches(
     if ok and tiles < SURE_TILES and min(source_sides) > 0:
         sampling = min(source_sides[0] / max(a.shape), source_sides[1] / max(b.shape) / scale)
         if sampling >= DETAILED_SAMPLING:
-            fine = detail_scores(a, b, matrix)
+            fine = _detail_scores(a, warped, mask)
             detail = float(np.median(fine)) if len(fine) >= 3 else 1.0
             if detail < MIN_DETAIL_CORRELATION:
                 ok, why = False, f"fine detail correlation {detail:.2f}"
     return Verification(ok, inliers, len(good), corr, why, tiles)
 
 
-def _warped_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> tuple[float, float]:
-    """NCC of ``a`` and ``b`` warped onto it, over the overlap; and the overlap's share of the
-    smaller picture."""
-    warped, mask = _warp(a, b, matrix)
+def _warped_correlation(
+    a: np.ndarray, warped: np.ndarray, mask: np.ndarray, b_area: float
+) -> tuple[float, float]:
+    """NCC of ``a`` and the picture ``warped`` onto it, over the ``mask``; and the overlap's
+    share of the smaller picture (``b_area``: the other's area in ``a``'s frame)."""
     area = mask.sum()
-    overlap = float(area) / max(1, min(a.size, b.size * (matrix[0, 0] ** 2 + matrix[1, 0] ** 2)))
+    overlap = float(area) / max(1, min(a.size, b_area))
     if area < 100:
         return 0.0, overlap
     # Blur both a little: JPEG blocks and resampling differ between copies, the content not.
@@ -217,7 +219,10 @@ def tile_scores(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int = 8)
     and that is not flat in both. Each tile has its own brightness and contrast, so a colour
     shift or a text band over a few tiles does not count against a copy; a second photo from
     the same spot, off by a little parallax or light (trees, people, clouds), fails in many."""
-    warped, mask = _warp(a, b, matrix)
+    return _tile_scores(a, *_warp(a, b, matrix), grid)
+
+
+def _tile_scores(a: np.ndarray, warped: np.ndarray, mask: np.ndarray, grid: int = 8) -> np.ndarray:
     x_all = cv2.GaussianBlur(a, (5, 5), 0).astype(np.float32)
     y_all = cv2.GaussianBlur(warped, (5, 5), 0).astype(np.float32)
     return _tile_correlations(x_all, y_all, mask, grid, min_var=16.0)
@@ -226,8 +231,12 @@ def tile_scores(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int = 8)
 def detail_scores(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, grid: int = 8) -> np.ndarray:
     """NCC per tile, as :func:`tile_scores`, of the pictures' fine detail: a difference of
     Gaussians (sigma 1 and 3 pixels), which keeps edges and texture and drops shading."""
-    warped, mask = _warp(a, b, matrix)
+    return _detail_scores(a, *_warp(a, b, matrix), grid)
 
+
+def _detail_scores(
+    a: np.ndarray, warped: np.ndarray, mask: np.ndarray, grid: int = 8
+) -> np.ndarray:
     def band(x: np.ndarray) -> np.ndarray:
         x = x.astype(np.float32)
         return cv2.GaussianBlur(x, (0, 0), 1.0) - cv2.GaussianBlur(x, (0, 0), 3.0)
