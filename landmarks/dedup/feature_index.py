@@ -1,6 +1,6 @@
 """Candidate pairs from shared local features: an inverted index over binary descriptors.
 
-Each ORB descriptor (256 bits) is filed under ``tables`` keys, each key ``bits`` bits drawn at
+Each ORB descriptor (256 bits) is filed under ``tables`` keys, each key made of bits drawn at
 fixed random positions of the descriptor (bit-sampling locality-sensitive hashing): two
 descriptors of the same corner, a few bits apart, agree on a key with good probability,
 unrelated ones almost never. An image *votes* for every image whose descriptors share a key
@@ -8,8 +8,14 @@ with its own; pairs with at least ``min_votes`` votes, the ``top_k`` best per im
 candidates for verification. Buckets fuller than ``max_bucket`` (corners found everywhere:
 sky gradients, windows, text) are skipped, as stop words are in a text index.
 
-Buckets are a counting sort of every table's keys (``bincount`` + ``cumsum``), so a lookup is
-two gathers and the whole search is vectorised over chunks of query images.
+Keys have ``bits`` bits, one more per doubling of the indexed descriptors beyond ``2**bits``
+(up to ``max_bits``), so buckets stay about as full at 100,000 images as at 1,000. A bucket
+holds, per descriptor, one 32-bit word: its image and a *sketch* (other balanced bits of the
+descriptor), so a lookup reads its bucket contiguously and checks the sketch's Hamming
+distance (``max_distance`` of 256, in proportion) without gathering the full descriptors.
+Keys and sketches are computed with one lookup table per descriptor byte. Buckets are the
+sorted words of each table with their starts in two levels (a 32-bit start per group of
+buckets, a 16-bit offset per bucket), so that 2**24 buckets take 32 MiB per table.
 """
 
 from __future__ import annotations
@@ -22,14 +28,19 @@ import numpy as np
 from landmarks.dedup.hamming import ragged_arange
 
 DESCRIPTOR_BITS = 256
+# descriptors whose keys are computed at once while building (a few MiB of temporaries)
+BUILD_CHUNK = 1 << 16
+# a bucket word (uint32) holds the image and at least 8 bits of sketch
+MAX_OWNER_BITS = 24
 
 
 @dataclass(frozen=True)
 class IndexOptions:
     tables: int = 6
-    bits: int = 20
+    bits: int = 20  # key bits up to 2**bits indexed descriptors
+    max_bits: int = 24  # beyond: one bit more per doubling, up to this
     max_bucket: int = 16
-    max_distance: int = 48
+    max_distance: int = 48  # of 256 bits; the sketch's share of its bits
     min_votes: int = 2
     top_k: int = 5
     top_k_mirror: int = 2  # for the mirror's queries, which find few copies (mirrored ones)
@@ -56,29 +67,55 @@ BALANCED_BITS = (
 )  # fmt: skip
 
 
-def bit_positions(options: IndexOptions) -> np.ndarray:
+def key_bits(options: IndexOptions, num_descriptors: int) -> int:
+    """Bits per key for ``num_descriptors`` indexed descriptors (about one per bucket)."""
+    return max(options.bits, min(options.max_bits, int(num_descriptors).bit_length()))
+
+
+def bit_positions(options: IndexOptions, bits: int | None = None) -> np.ndarray:
     """(tables, bits) descriptor bit positions per table: balanced bits, shuffled by ``seed``,
     as disjoint as their number allows."""
+    bits = options.bits if bits is None else bits
     rng = np.random.default_rng(options.seed)
     pool = np.array(BALANCED_BITS)
     tables, order = [], rng.permutation(pool)
     for _ in range(options.tables):
-        if len(order) < options.bits:
+        if len(order) < bits:
             order = np.concatenate([order, rng.permutation(pool)])
-        tables.append(order[: options.bits])
-        order = order[options.bits :]
+        tables.append(order[:bits])
+        order = order[bits:]
     return np.stack(tables)
 
 
-def descriptor_keys(descriptors: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """(n, 32) uint8 descriptors -> (n,) key made of the bits at ``positions`` (int32 up to 31
-    bits, so that a key of 100,000 images' descriptors and its temporaries stay small)."""
-    dtype: type[np.signedinteger] = np.int32 if len(positions) <= 31 else np.int64
-    key: np.ndarray = np.zeros(len(descriptors), dtype=dtype)
-    for j, b in enumerate(positions):
-        bit = (descriptors[:, b >> 3] >> (7 - (b & 7))) & 1
-        key |= bit.astype(dtype) << j
-    return key
+def sketch_positions(options: IndexOptions, keys: np.ndarray, width: int) -> np.ndarray:
+    """(tables, width) balanced bit positions per table, none of them in the table's key."""
+    rng = np.random.default_rng(options.seed + 1)
+    pool = np.array(BALANCED_BITS)
+    rows = []
+    for key in keys:
+        others = rng.permutation(pool[~np.isin(pool, key)])
+        rows.append(others[:width])
+    return np.stack(rows)
+
+
+def byte_tables(key: np.ndarray, sketch: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``(byte, table)`` pairs: ``table[v]`` puts the key's and the sketch's bits found in a
+    descriptor byte of value ``v`` at their places in ``key << 32 | sketch``."""
+    values = np.arange(256, dtype=np.uint64)
+    tables: dict[int, np.ndarray] = {}
+    for shift, positions in ((32, key), (0, sketch)):
+        for j, b in enumerate(positions.tolist()):
+            bit = ((values >> np.uint64(7 - (b & 7))) & np.uint64(1)) << np.uint64(shift + j)
+            tables[b >> 3] = tables.get(b >> 3, np.zeros(256, np.uint64)) | bit
+    return sorted(tables.items())
+
+
+def descriptor_codes(descriptors: np.ndarray, tables: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """(n, 32) uint8 descriptors -> (n,) uint64 ``key << 32 | sketch`` (see ``byte_tables``)."""
+    code = np.zeros(len(descriptors), dtype=np.uint64)
+    for byte, table in tables:
+        code |= table[descriptors[:, byte]]
+    return code
 
 
 class FeatureIndex:
@@ -97,7 +134,7 @@ class FeatureIndex:
         cls, stacked: np.ndarray, counts: np.ndarray, options: IndexOptions
     ) -> FeatureIndex:
         """The index of ``counts[i]`` descriptors per image, stacked in one (n, 32) array
-        (used as is, not copied)."""
+        (read, not kept)."""
         index = cls.__new__(cls)
         index._build(stacked, np.asarray(counts, dtype=np.int64), options)
         return index
@@ -105,31 +142,72 @@ class FeatureIndex:
     def _build(self, stacked: np.ndarray, counts: np.ndarray, options: IndexOptions) -> None:
         self.options = options
         self.num_images = len(counts)
-        self.positions = bit_positions(options)
-        owner = np.repeat(np.arange(self.num_images, dtype=np.int32), counts)
-        self.words = np.ascontiguousarray(stacked).view(np.uint64)  # (n, 4)
-        self.owner = owner
-        self.starts: list[np.ndarray] = []
-        self.sizes: list[np.ndarray] = []
+        self.bits = key_bits(options, len(stacked))
+        self.positions = bit_positions(options, self.bits)
+        # a bucket word: the image in the high bits, the sketch in the others
+        owner_bits = max(1, (self.num_images - 1).bit_length())
+        if owner_bits > MAX_OWNER_BITS:
+            raise ValueError(f"an index holds at most 2**{MAX_OWNER_BITS} images")
+        self.sketch_bits = 32 - owner_bits
+        self.max_sketch_distance = round(options.max_distance * self.sketch_bits / DESCRIPTOR_BITS)
+        sketches = sketch_positions(options, self.positions, self.sketch_bits)
+        self.byte_tables = [
+            byte_tables(k, s) for k, s in zip(self.positions, sketches, strict=True)
+        ]
+        # starts of the buckets: a group's in int64, a bucket's offset in its group in uint16
+        self.group_bits = min(self.bits, (0xFFFF // max(1, options.max_bucket)).bit_length() - 1)
+        self.group_starts: list[np.ndarray] = []
+        self.offsets: list[np.ndarray] = []
         self.postings: list[np.ndarray] = []
         # how many descriptors share each image's keys: images of generic corners (foliage,
         # windows) collect votes from everything, so their votes count for less
-        crowd = np.zeros(self.num_images, dtype=np.int64)
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        described = counts > 0
-        for positions in self.positions:
-            keys = descriptor_keys(stacked, positions).astype(np.int32, copy=False)
-            sizes = np.bincount(keys, minlength=1 << options.bits).astype(np.int32)
-            starts = np.zeros(len(sizes), dtype=np.int64)
-            np.cumsum(sizes[:-1], out=starts[1:])
-            self.postings.append(np.argsort(keys, kind="stable").astype(np.int32))
-            sizes[sizes > options.max_bucket] = 0  # stop words
-            if len(keys):
-                crowd[described] += np.add.reduceat(sizes[keys], first[described])
+        crowd = np.zeros(self.num_images, dtype=np.float64)
+        ends = np.cumsum(counts)
+        for tables in self.byte_tables:
+            keys, words = self._sorted_words(stacked, ends, tables)
+            sizes = np.bincount(keys, minlength=1 << self.bits).astype(np.int32)
+            stop = sizes > options.max_bucket
+            if stop.any():  # stop words
+                keep = ~stop[keys]
+                keys, words = keys[keep], words[keep]
+                sizes[stop] = 0
+            for s in range(0, len(keys), BUILD_CHUNK):
+                owner = (words[s : s + BUILD_CHUNK] >> np.uint32(self.sketch_bits)).astype(np.intp)
+                weight = sizes[keys[s : s + BUILD_CHUNK]]
+                crowd += np.bincount(owner, weights=weight, minlength=self.num_images)
             del keys
-            self.starts.append(starts)
-            self.sizes.append(sizes)
+            self._set_starts(sizes)
+            self.postings.append(words)
         self.crowd = np.sqrt(crowd + 1.0)
+
+    def _sorted_words(
+        self, stacked: np.ndarray, ends: np.ndarray, tables: list[tuple[int, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every descriptor's key (uint32) and bucket word, sorted by key: one sort of
+        ``key << 32 | word``."""
+        packed = np.empty(len(stacked), dtype=np.uint64)
+        shift = np.uint64(self.sketch_bits)
+        for s in range(0, len(stacked), BUILD_CHUNK):
+            e = min(len(stacked), s + BUILD_CHUNK)
+            owner = np.searchsorted(ends, np.arange(s, e), side="right").astype(np.uint64)
+            packed[s:e] = descriptor_codes(stacked[s:e], tables) | (owner << shift)
+        packed.sort()
+        keys = np.empty(len(packed), dtype=np.uint32)
+        words = np.empty(len(packed), dtype=np.uint32)
+        for s in range(0, len(packed), BUILD_CHUNK):
+            keys[s : s + BUILD_CHUNK] = packed[s : s + BUILD_CHUNK] >> np.uint64(32)
+            words[s : s + BUILD_CHUNK] = packed[s : s + BUILD_CHUNK]  # the low 32 bits
+        return keys, words
+
+    def _set_starts(self, sizes: np.ndarray) -> None:
+        groups = sizes.reshape(-1, 1 << self.group_bits)
+        within = np.cumsum(groups, axis=1, dtype=np.int32)
+        offsets = np.zeros(len(sizes) + 1, dtype=np.uint16)
+        offsets[:-1] = (within - groups).ravel()
+        starts = np.zeros(len(groups) + 1, dtype=np.int64)
+        np.cumsum(within[:, -1], out=starts[1:])
+        self.group_starts.append(starts)
+        self.offsets.append(offsets)
 
     def votes(
         self,
@@ -141,9 +219,8 @@ class FeatureIndex:
         """Votes of every query image (its descriptors) for every indexed image it shares a
         key with; pairs below ``min_votes`` and beyond the ``top_k`` per query (the options'
         unless given) are dropped. Query ``q`` is indexed image ``first + q``: self-votes are
-        dropped. ``chunk`` query images are looked up at once: their bucket hits and the
-        descriptors gathered for them (about 100 MiB per 128 images at 100,000 indexed images)
-        are what the search holds in memory beyond the index."""
+        dropped. ``chunk`` query images are looked up at once: their bucket hits (a few MiB
+        per 128 images) are what the search holds in memory beyond the index."""
         top_k = self.options.top_k if top_k is None else top_k
         out_q, out_db, out_v = [], [], []
         n = self.num_images
@@ -153,21 +230,7 @@ class FeatureIndex:
             if not counts.sum():
                 continue
             stacked = np.concatenate([d for d in block if len(d)])
-            words = np.ascontiguousarray(stacked).view(np.uint64)
-            feature_codes = []
-            for positions, starts, sizes, posting in zip(
-                self.positions, self.starts, self.sizes, self.postings, strict=True
-            ):
-                keys = descriptor_keys(stacked, positions)
-                size = sizes[keys]
-                hits = posting[ragged_arange(starts[keys], size)]
-                query = np.repeat(np.arange(len(stacked), dtype=np.int64), size)
-                close = (
-                    np.bitwise_count(words[query] ^ self.words[hits]).sum(axis=1, dtype=np.int32)
-                    <= self.options.max_distance
-                )
-                # one vote per query descriptor and indexed image, however many keys agree
-                feature_codes.append(query[close] * n + self.owner[hits[close]])
+            feature_codes = [self._lookup(stacked, t, n) for t in range(len(self.postings))]
             owner = np.repeat(np.arange(len(block), dtype=np.int64), counts)
             pairs = np.concatenate(feature_codes)
             pairs.sort()
@@ -181,6 +244,24 @@ class FeatureIndex:
             empty = np.empty(0, dtype=np.int64)
             return Votes(empty, empty, np.empty(0, dtype=np.int32))
         return Votes(np.concatenate(out_q), np.concatenate(out_db), np.concatenate(out_v))
+
+    def _lookup(self, stacked: np.ndarray, table: int, n: int) -> np.ndarray:
+        """``descriptor * n + image`` of every indexed image with a descriptor in the bucket
+        of a query descriptor of ``stacked`` in ``table`` whose sketch is close to its own."""
+        code = descriptor_codes(stacked, self.byte_tables[table])
+        keys = (code >> np.uint64(32)).astype(np.intp)
+        sketch = code.astype(np.uint32)  # the low 32 bits
+        starts, offsets = self.group_starts[table], self.offsets[table]
+        begin = starts[keys >> self.group_bits] + offsets[keys]
+        keys += 1
+        size = starts[keys >> self.group_bits] + offsets[keys] - begin
+        hits = self.postings[table][ragged_arange(begin, size)]
+        mask = np.uint32((1 << self.sketch_bits) - 1)
+        close = np.bitwise_count((hits ^ np.repeat(sketch, size)) & mask)
+        close = close <= self.max_sketch_distance
+        query = np.repeat(np.arange(len(stacked), dtype=np.int64), size)[close]
+        # one vote per query descriptor and indexed image, however many keys agree
+        return query * n + (hits[close] >> np.uint32(self.sketch_bits)).astype(np.int64)
 
     def _count(
         self, codes: np.ndarray, start: int, n: int, top_k: int
