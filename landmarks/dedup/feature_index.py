@@ -230,12 +230,15 @@ class FeatureIndex:
             if not counts.sum():
                 continue
             stacked = np.concatenate([d for d in block if len(d)])
-            feature_codes = [self._lookup(stacked, t, n) for t in range(len(self.postings))]
-            owner = np.repeat(np.arange(len(block), dtype=np.int64), counts)
-            pairs = np.concatenate(feature_codes)
+            image = np.repeat(np.arange(len(block), dtype=np.int64), counts)
+            self_image = image + (first + start)
+            pairs = np.concatenate(
+                [self._lookup(stacked, self_image, t) for t in range(len(self.postings))]
+            )
+            # one vote per query descriptor and indexed image, however many keys agree
             pairs.sort()
             pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
-            codes = owner[pairs // n] * n + pairs % n
+            codes = image[pairs // n] * n + pairs % n
             q, db, v = self._count(codes, first + start, n, top_k)
             out_q.append(q)
             out_db.append(db)
@@ -245,9 +248,10 @@ class FeatureIndex:
             return Votes(empty, empty, np.empty(0, dtype=np.int32))
         return Votes(np.concatenate(out_q), np.concatenate(out_db), np.concatenate(out_v))
 
-    def _lookup(self, stacked: np.ndarray, table: int, n: int) -> np.ndarray:
-        """``descriptor * n + image`` of every indexed image with a descriptor in the bucket
-        of a query descriptor of ``stacked`` in ``table`` whose sketch is close to its own."""
+    def _lookup(self, stacked: np.ndarray, self_image: np.ndarray, table: int) -> np.ndarray:
+        """``descriptor * num_images + image`` of every indexed image but the query's own
+        (``self_image`` per query descriptor) with a descriptor in the bucket of a query
+        descriptor of ``stacked`` in ``table`` whose sketch is close to its own."""
         code = descriptor_codes(stacked, self.byte_tables[table])
         keys = (code >> np.uint64(32)).astype(np.intp)
         sketch = code.astype(np.uint32)  # the low 32 bits
@@ -259,9 +263,10 @@ class FeatureIndex:
         mask = np.uint32((1 << self.sketch_bits) - 1)
         close = np.bitwise_count((hits ^ np.repeat(sketch, size)) & mask)
         close = close <= self.max_sketch_distance
+        owner = (hits >> np.uint32(self.sketch_bits)).astype(np.int64)
+        close &= owner != np.repeat(self_image, size)
         query = np.repeat(np.arange(len(stacked), dtype=np.int64), size)[close]
-        # one vote per query descriptor and indexed image, however many keys agree
-        return query * n + (hits[close] >> np.uint32(self.sketch_bits)).astype(np.int64)
+        return query * self.num_images + owner[close]
 
     def _count(
         self, codes: np.ndarray, start: int, n: int, top_k: int
