@@ -164,27 +164,18 @@ class FeatureIndex:
         crowd = np.zeros(self.num_images, dtype=np.float64)
         ends = np.cumsum(counts)
         for tables in self.byte_tables:
-            keys, words = self._sorted_words(stacked, ends, tables)
-            sizes = np.bincount(keys, minlength=1 << self.bits).astype(np.int32)
-            stop = sizes > options.max_bucket
-            if stop.any():  # stop words
-                keep = ~stop[keys]
-                keys, words = keys[keep], words[keep]
-                sizes[stop] = 0
-            for s in range(0, len(keys), BUILD_CHUNK):
-                owner = (words[s : s + BUILD_CHUNK] >> np.uint32(self.sketch_bits)).astype(np.intp)
-                weight = sizes[keys[s : s + BUILD_CHUNK]]
-                crowd += np.bincount(owner, weights=weight, minlength=self.num_images)
-            del keys
+            words, sizes, table_crowd = self._table(stacked, ends, tables)
+            crowd += table_crowd
             self._set_starts(sizes)
             self.postings.append(words)
         self.crowd = np.sqrt(crowd + 1.0)
 
-    def _sorted_words(
+    def _table(
         self, stacked: np.ndarray, ends: np.ndarray, tables: list[tuple[int, np.ndarray]]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Every descriptor's key (uint32) and bucket word, sorted by key: one sort of
-        ``key << 32 | word``."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One table's bucket words sorted by key (stop words dropped), its bucket sizes and
+        the crowd it adds per image. One sort of ``key << 32 | word`` per descriptor; the
+        words are then written over the sorted array's own memory, which is shrunk to them."""
         packed = np.empty(len(stacked), dtype=np.uint64)
         shift = np.uint64(self.sketch_bits)
         for s in range(0, len(stacked), BUILD_CHUNK):
@@ -192,12 +183,27 @@ class FeatureIndex:
             owner = np.searchsorted(ends, np.arange(s, e), side="right").astype(np.uint64)
             packed[s:e] = descriptor_codes(stacked[s:e], tables) | (owner << shift)
         packed.sort()
-        keys = np.empty(len(packed), dtype=np.uint32)
-        words = np.empty(len(packed), dtype=np.uint32)
+        sizes = np.zeros(1 << self.bits, dtype=np.int32)
         for s in range(0, len(packed), BUILD_CHUNK):
-            keys[s : s + BUILD_CHUNK] = packed[s : s + BUILD_CHUNK] >> np.uint64(32)
-            words[s : s + BUILD_CHUNK] = packed[s : s + BUILD_CHUNK]  # the low 32 bits
-        return keys, words
+            keys = packed[s : s + BUILD_CHUNK] >> np.uint64(32)
+            edge = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+            runs = np.diff(np.concatenate([[0], edge, [len(keys)]]))
+            sizes[keys[np.concatenate([[0], edge])]] += runs.astype(np.int32)
+        sizes[sizes > self.options.max_bucket] = 0  # stop words
+        crowd = np.zeros(self.num_images, dtype=np.float64)
+        words = packed.view(np.uint32)  # word k overwrites packed[k // 2], already read
+        kept = 0
+        for s in range(0, len(packed), BUILD_CHUNK):
+            chunk = packed[s : s + BUILD_CHUNK]
+            size = sizes[chunk >> np.uint64(32)]
+            chunk = chunk[size > 0].astype(np.uint32)  # the low 32 bits
+            owner = (chunk >> np.uint32(self.sketch_bits)).astype(np.intp)
+            crowd += np.bincount(owner, weights=size[size > 0], minlength=self.num_images)
+            words[kept : kept + len(chunk)] = chunk
+            kept += len(chunk)
+        del words
+        packed.resize((kept + 1) // 2, refcheck=False)
+        return packed.view(np.uint32)[:kept], sizes, crowd
 
     def _set_starts(self, sizes: np.ndarray) -> None:
         groups = sizes.reshape(-1, 1 << self.group_bits)
