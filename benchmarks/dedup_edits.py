@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -226,8 +227,9 @@ def bench_throughput(root: Path, workers: int) -> None:
         )
 
 
-def bench_scale(root: Path, num_images: int, planted: int = 2000) -> None:
-    """Index build + search of ``num_images`` images' synthetic ORB descriptors.
+def bench_scale(root: Path, num_images: int, planted: int = 2000, threads: int = 2) -> None:
+    """Index build + search of ``num_images`` images' synthetic ORB descriptors, the search in
+    ``threads`` threads as the dedup runs it (each chunk of query images split between them).
 
     Made like this: every bit of every descriptor is drawn on its own with the share of ones
     that bit has in the real photos' ORB descriptors (as the dedup computes them), so the skew
@@ -274,6 +276,7 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000) -> None:
     t_search = 0.0
     found = set()
     chunk = 512
+    pool = ThreadPoolExecutor(threads)
     coarse = features.COARSE_FEATURES
     for view, per_image in enumerate((k, k, coarse)):
         for s in range(0, num_images, chunk):
@@ -284,15 +287,24 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000) -> None:
                 drawn = synthetic(e - s, 10_000_000 * view + s)
                 flat = drawn.reshape(e - s, k, 32)[:, :per_image].reshape(-1, 32)
             queries = list(flat.reshape(e - s, per_image, 32))
-            start = time.perf_counter()
             top_k = options.top_k_mirror if view == 1 else options.top_k
-            v = index.votes(queries, first=s, top_k=top_k)
+            cuts = np.linspace(0, e - s, threads + 1).astype(int).tolist()
+            start = time.perf_counter()
+            parts = list(
+                pool.map(
+                    lambda a, b, q=queries, s=s, k=top_k: index.votes(q[a:b], first=s + a, top_k=k),
+                    cuts[:-1],
+                    cuts[1:],
+                )
+            )
             t_search += time.perf_counter() - start
-            found.update(zip(v.query.tolist(), v.db.tolist(), strict=True))
+            for v in parts:
+                found.update(zip(v.query.tolist(), v.db.tolist(), strict=True))
+    pool.shutdown()
     recall = sum(((j, planted + j) in found or (planted + j, j) in found) for j in range(planted))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"build {t_build:.1f} s, search (full, mirror and coarse queries) "
+        f"build {t_build:.1f} s, search (full, mirror and coarse queries; {threads} threads) "
         f"{t_search:.1f} s, total "
         f"{t_build + t_search:.1f} s; {len(found)} candidate pairs; planted recall "
         f"{recall / planted:.3f}; peak memory {peak:.0f} MiB"
