@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from landmarks.dedup.hamming import ragged_arange
-
 DESCRIPTOR_BITS = 256
 # descriptors whose keys are computed at once while building (a few MiB of temporaries)
 BUILD_CHUNK = 1 << 16
@@ -260,19 +258,29 @@ class FeatureIndex:
         descriptor of ``stacked`` in ``table`` whose sketch is close to its own."""
         code = descriptor_codes(stacked, self.byte_tables[table])
         keys = (code >> np.uint64(32)).astype(np.intp)
-        sketch = code.astype(np.uint32)  # the low 32 bits
+        # the query's own word: a bucket word differs from it in its image bits unless it
+        # is the query image's, and in its sketch bits by the sketches' distance
+        word = code.astype(np.uint32) | (self_image.astype(np.uint32) << self.sketch_bits)
         starts, offsets = self.group_starts[table], self.offsets[table]
         begin = starts[keys >> self.group_bits] + offsets[keys]
         keys += 1
         size = starts[keys >> self.group_bits] + offsets[keys] - begin
-        hits = self.postings[table][ragged_arange(begin, size)]
+        ends = np.cumsum(size)
+        if not len(ends) or not ends[-1]:
+            return np.empty(0, dtype=np.int64)
+        # the bucket words of all of them: concatenate(arange(b, b + s) for b, s)
+        at = np.repeat(begin - (ends - size), size)
+        at += np.arange(len(at))
+        hits = self.postings[table][at]
+        hits ^= np.repeat(word, size)
         mask = np.uint32((1 << self.sketch_bits) - 1)
-        close = np.bitwise_count((hits ^ np.repeat(sketch, size)) & mask)
-        close = close <= self.max_sketch_distance
-        owner = (hits >> np.uint32(self.sketch_bits)).astype(np.int64)
-        close &= owner != np.repeat(self_image, size)
-        query = np.repeat(np.arange(len(stacked), dtype=np.int64), size)[close]
-        return query * self.num_images + owner[close]
+        close = np.bitwise_count(hits & mask) <= self.max_sketch_distance
+        close &= hits > mask  # not the query's own image
+        found = np.flatnonzero(close)
+        query = np.searchsorted(ends, found, side="right")
+        owner = (hits[found] >> np.uint32(self.sketch_bits)).astype(np.int64)
+        owner ^= self_image[query]
+        return query * self.num_images + owner
 
     def _count(
         self, codes: np.ndarray, start: int, n: int, top_k: int
