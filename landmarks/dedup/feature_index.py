@@ -21,6 +21,7 @@ buckets, a 16-bit offset per bucket), so that 2**24 buckets take 32 MiB per tabl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ class IndexOptions:
     top_k: int = 5
     top_k_mirror: int = 2  # for the mirror's queries, which find few copies (mirrored ones)
     seed: int = 20261129
+    build_threads: int = 2  # each table's keys computed and sorted in parts at once
 
 
 @dataclass(frozen=True)
@@ -161,26 +163,42 @@ class FeatureIndex:
         # windows) collect votes from everything, so their votes count for less
         crowd = np.zeros(self.num_images, dtype=np.float64)
         ends = np.cumsum(counts)
-        for tables in self.byte_tables:
-            words, sizes, table_crowd = self._table(stacked, ends, tables)
-            crowd += table_crowd
-            self._set_starts(sizes)
-            self.postings.append(words)
+        threads = max(1, options.build_threads)
+        with ThreadPoolExecutor(threads) as pool:
+            for tables in self.byte_tables:
+                words, sizes, table_crowd = self._table(stacked, ends, tables, pool, threads)
+                crowd += table_crowd
+                self._set_starts(sizes)
+                self.postings.append(words)
         self.crowd = np.sqrt(crowd + 1.0)
 
     def _table(
-        self, stacked: np.ndarray, ends: np.ndarray, tables: list[tuple[int, np.ndarray]]
+        self,
+        stacked: np.ndarray,
+        ends: np.ndarray,
+        tables: list[tuple[int, np.ndarray]],
+        pool: ThreadPoolExecutor,
+        threads: int,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One table's bucket words sorted by key (stop words dropped), its bucket sizes and
-        the crowd it adds per image. One sort of ``key << 32 | word`` per descriptor; the
-        words are then written over the sorted array's own memory, which is shrunk to them."""
+        the crowd it adds per image. One sort of ``key << 32 | word`` per descriptor (its
+        parts in ``pool``'s threads, then merged); the words are then written over the
+        sorted array's own memory, which is shrunk to them."""
         packed = np.empty(len(stacked), dtype=np.uint64)
         shift = np.uint64(self.sketch_bits)
-        for s in range(0, len(stacked), BUILD_CHUNK):
-            e = min(len(stacked), s + BUILD_CHUNK)
-            owner = np.searchsorted(ends, np.arange(s, e), side="right").astype(np.uint64)
-            packed[s:e] = descriptor_codes(stacked[s:e], tables) | (owner << shift)
-        packed.sort()
+        cuts = [len(stacked) * k // threads // BUILD_CHUNK * BUILD_CHUNK for k in range(threads)]
+        parts = [slice(a, b) for a, b in zip(cuts, cuts[1:] + [len(stacked)], strict=True)]
+
+        def part(span: slice) -> None:
+            for s in range(span.start, span.stop, BUILD_CHUNK):
+                e = min(span.stop, s + BUILD_CHUNK)
+                owner = np.searchsorted(ends, np.arange(s, e), side="right").astype(np.uint64)
+                packed[s:e] = descriptor_codes(stacked[s:e], tables) | (owner << shift)
+            packed[span].sort()
+
+        list(pool.map(part, parts))
+        if threads > 1:
+            packed.sort(kind="stable")  # a merge of the sorted parts
         sizes = np.zeros(1 << self.bits, dtype=np.int32)
         for s in range(0, len(packed), BUILD_CHUNK):
             keys = packed[s : s + BUILD_CHUNK] >> np.uint64(32)
