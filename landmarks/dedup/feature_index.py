@@ -145,7 +145,7 @@ class FeatureIndex:
         self.bits = key_bits(options, len(stacked))
         self.positions = bit_positions(options, self.bits)
         # a bucket word: the image in the high bits, the sketch in the others
-        owner_bits = max(1, (self.num_images - 1).bit_length())
+        owner_bits = max(1, self.num_images.bit_length())  # room for "no image": num_images
         if owner_bits > MAX_OWNER_BITS:
             raise ValueError(f"an index holds at most 2**{MAX_OWNER_BITS} images")
         self.sketch_bits = 32 - owner_bits
@@ -253,9 +253,10 @@ class FeatureIndex:
                 continue
             stacked = np.concatenate([d for d in block if len(d)])
             image = np.repeat(np.arange(len(block), dtype=np.int64), counts)
-            self_image = image + (first + start)
+            own = image + (first + start)  # the query's own image; n: none
+            own[(own < 0) | (own > n)] = n
             pairs = np.concatenate(
-                [self._lookup(stacked, self_image, t) for t in range(len(self.postings))]
+                [self._lookup(stacked, own, t) for t in range(len(self.postings))]
             )
             # one vote per query descriptor and indexed image, however many keys agree
             pairs.sort()
@@ -270,15 +271,15 @@ class FeatureIndex:
             return Votes(empty, empty, np.empty(0, dtype=np.int32))
         return Votes(np.concatenate(out_q), np.concatenate(out_db), np.concatenate(out_v))
 
-    def _lookup(self, stacked: np.ndarray, self_image: np.ndarray, table: int) -> np.ndarray:
+    def _lookup(self, stacked: np.ndarray, own: np.ndarray, table: int) -> np.ndarray:
         """``descriptor * num_images + image`` of every indexed image but the query's own
-        (``self_image`` per query descriptor) with a descriptor in the bucket of a query
-        descriptor of ``stacked`` in ``table`` whose sketch is close to its own."""
+        (``own`` per query descriptor; ``num_images``: none) with a descriptor in the bucket
+        of a query descriptor of ``stacked`` in ``table`` whose sketch is close to its own."""
         code = descriptor_codes(stacked, self.byte_tables[table])
         keys = (code >> np.uint64(32)).astype(np.intp)
         # the query's own word: a bucket word differs from it in its image bits unless it
         # is the query image's, and in its sketch bits by the sketches' distance
-        word = code.astype(np.uint32) | (self_image.astype(np.uint32) << self.sketch_bits)
+        word = code.astype(np.uint32) | (own.astype(np.uint32) << self.sketch_bits)
         starts, offsets = self.group_starts[table], self.offsets[table]
         begin = starts[keys >> self.group_bits] + offsets[keys]
         keys += 1
@@ -297,7 +298,7 @@ class FeatureIndex:
         found = np.flatnonzero(close)
         query = np.searchsorted(ends, found, side="right")
         owner = (hits[found] >> np.uint32(self.sketch_bits)).astype(np.int64)
-        owner ^= self_image[query]
+        owner ^= own[query]
         return query * self.num_images + owner
 
     def _count(
