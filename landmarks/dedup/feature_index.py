@@ -111,11 +111,23 @@ def byte_tables(key: np.ndarray, sketch: np.ndarray) -> list[tuple[int, np.ndarr
 
 
 def descriptor_codes(descriptors: np.ndarray, tables: list[tuple[int, np.ndarray]]) -> np.ndarray:
-    """(n, 32) uint8 descriptors -> (n,) uint64 ``key << 32 | sketch`` (see ``byte_tables``)."""
-    code = np.zeros(len(descriptors), dtype=np.uint64)
+    """(n, 32) uint8 descriptors -> (n,) uint64 ``key << 32 | sketch`` (see ``byte_tables``);
+    with tables of (256, t) rows (``stack_tables``): (n, t), t tables' at once."""
+    shape = (len(descriptors),) + tables[0][1].shape[1:] if tables else (len(descriptors),)
+    code = np.zeros(shape, dtype=np.uint64)
     for byte, table in tables:
-        code |= table[descriptors[:, byte]]
+        code |= np.take(table, descriptors[:, byte], axis=0)
     return code
+
+
+def stack_tables(per_table: list[list[tuple[int, np.ndarray]]]) -> list[tuple[int, np.ndarray]]:
+    """The byte tables of several tables as one: ``(byte, (256, tables) uint64)`` pairs, so
+    that a descriptor byte is looked up once for all of them."""
+    stacked = np.zeros((DESCRIPTOR_BITS // 8, 256, len(per_table)), dtype=np.uint64)
+    for t, tables in enumerate(per_table):
+        for byte, table in tables:
+            stacked[byte, :, t] = table
+    return [(byte, stacked[byte]) for byte in range(len(stacked)) if stacked[byte].any()]
 
 
 class FeatureIndex:
@@ -154,6 +166,7 @@ class FeatureIndex:
         self.byte_tables = [
             byte_tables(k, s) for k, s in zip(self.positions, sketches, strict=True)
         ]
+        self.query_tables = stack_tables(self.byte_tables)
         # starts of the buckets: a group's in int64, a bucket's offset in its group in uint16
         self.group_bits = min(self.bits, (0xFFFF // max(1, options.max_bucket)).bit_length() - 1)
         self.group_starts: list[np.ndarray] = []
@@ -255,8 +268,9 @@ class FeatureIndex:
             image = np.repeat(np.arange(len(block), dtype=np.int64), counts)
             own = image + (first + start)  # the query's own image; n: none
             own[(own < 0) | (own > n)] = n
+            table_codes = descriptor_codes(stacked, self.query_tables)
             pairs = np.concatenate(
-                [self._lookup(stacked, own, t) for t in range(len(self.postings))]
+                [self._lookup(table_codes[:, t], own, t) for t in range(len(self.postings))]
             )
             # one vote per query descriptor and indexed image, however many keys agree
             pairs.sort()
@@ -271,11 +285,10 @@ class FeatureIndex:
             return Votes(empty, empty, np.empty(0, dtype=np.int32))
         return Votes(np.concatenate(out_q), np.concatenate(out_db), np.concatenate(out_v))
 
-    def _lookup(self, stacked: np.ndarray, own: np.ndarray, table: int) -> np.ndarray:
+    def _lookup(self, code: np.ndarray, own: np.ndarray, table: int) -> np.ndarray:
         """``descriptor * num_images + image`` of every indexed image but the query's own
         (``own`` per query descriptor; ``num_images``: none) with a descriptor in the bucket
-        of a query descriptor of ``stacked`` in ``table`` whose sketch is close to its own."""
-        code = descriptor_codes(stacked, self.byte_tables[table])
+        of a query descriptor (its ``code`` in ``table``) whose sketch is close to its own."""
         keys = (code >> np.uint64(32)).astype(np.intp)
         # the query's own word: a bucket word differs from it in its image bits unless it
         # is the query image's, and in its sketch bits by the sketches' distance
