@@ -10,9 +10,11 @@ sky gradients, windows, text) are skipped, as stop words are in a text index.
 
 Keys have ``bits`` bits, one more per doubling of the indexed descriptors beyond ``2**bits``
 (up to ``max_bits``), so buckets stay about as full at 100,000 images as at 1,000. A bucket
-holds, per descriptor, one 32-bit word: its image and a *sketch* (other balanced bits of the
+holds, per descriptor, one word: its image and a *sketch* (other balanced bits of the
 descriptor), so a lookup reads its bucket contiguously and checks the sketch's Hamming
 distance (``max_distance`` of 256, in proportion) without gathering the full descriptors.
+Words have 64 bits (a sketch of about 50 bits) while they take little memory, 32 beyond (at
+100,000 images: a 15-bit sketch).
 Keys and sketches are computed with one lookup table per descriptor byte. Buckets are the
 sorted words of each table with their starts in two levels (a 32-bit start per group of
 buckets, a 16-bit offset per bucket), so that 2**24 buckets take 32 MiB per table.
@@ -31,6 +33,8 @@ DESCRIPTOR_BITS = 256
 BUILD_CHUNK = 1 << 16
 # a bucket word (uint32) holds the image and at least 8 bits of sketch
 MAX_OWNER_BITS = 24
+# bucket words of 64 bits (a longer sketch) for up to this many filed descriptors (256 MiB)
+WIDE_WORDS = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class IndexOptions:
     bits: int = 20  # key bits up to 2**bits indexed descriptors
     max_bits: int = 24  # beyond: one bit more per doubling, up to this
     max_bucket: int = 16
-    max_distance: int = 48  # of 256 bits; the sketch's share of its bits
+    max_distance: int = 36  # of 256 bits; on the sketch, its share of them
     min_votes: int = 2
     top_k: int = 5
     top_k_mirror: int = 2  # for the mirror's queries, which find few copies (mirrored ones)
@@ -99,34 +103,33 @@ def sketch_positions(options: IndexOptions, keys: np.ndarray, width: int) -> np.
 
 
 def byte_tables(key: np.ndarray, sketch: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """``(byte, table)`` pairs: ``table[v]`` puts the key's and the sketch's bits found in a
-    descriptor byte of value ``v`` at their places in ``key << 32 | sketch``."""
+    """``(byte, table)`` pairs: ``table[v]`` (2 uint64) puts the key's and the sketch's bits
+    found in a descriptor byte of value ``v`` at their places in the key and the sketch."""
     values = np.arange(256, dtype=np.uint64)
     tables: dict[int, np.ndarray] = {}
-    for shift, positions in ((32, key), (0, sketch)):
+    for column, positions in enumerate((key, sketch)):
         for j, b in enumerate(positions.tolist()):
-            bit = ((values >> np.uint64(7 - (b & 7))) & np.uint64(1)) << np.uint64(shift + j)
-            tables[b >> 3] = tables.get(b >> 3, np.zeros(256, np.uint64)) | bit
+            table = tables.setdefault(b >> 3, np.zeros((256, 2), np.uint64))
+            table[:, column] |= ((values >> np.uint64(7 - (b & 7))) & np.uint64(1)) << np.uint64(j)
     return sorted(tables.items())
 
 
 def descriptor_codes(descriptors: np.ndarray, tables: list[tuple[int, np.ndarray]]) -> np.ndarray:
-    """(n, 32) uint8 descriptors -> (n,) uint64 ``key << 32 | sketch`` (see ``byte_tables``);
-    with tables of (256, t) rows (``stack_tables``): (n, t), t tables' at once."""
-    shape = (len(descriptors),) + tables[0][1].shape[1:] if tables else (len(descriptors),)
-    code = np.zeros(shape, dtype=np.uint64)
+    """(n, 32) uint8 descriptors -> (n, 2) uint64: key and sketch (see ``byte_tables``); with
+    the tables of t tables stacked (``stack_tables``): (n, 2 t)."""
+    code = np.zeros((len(descriptors), tables[0][1].shape[1] if tables else 2), np.uint64)
     for byte, table in tables:
         code |= np.take(table, descriptors[:, byte], axis=0)
     return code
 
 
 def stack_tables(per_table: list[list[tuple[int, np.ndarray]]]) -> list[tuple[int, np.ndarray]]:
-    """The byte tables of several tables as one: ``(byte, (256, tables) uint64)`` pairs, so
+    """The byte tables of several tables as one: ``(byte, (256, 2 tables) uint64)`` pairs, so
     that a descriptor byte is looked up once for all of them."""
-    stacked = np.zeros((DESCRIPTOR_BITS // 8, 256, len(per_table)), dtype=np.uint64)
+    stacked = np.zeros((DESCRIPTOR_BITS // 8, 256, 2 * len(per_table)), dtype=np.uint64)
     for t, tables in enumerate(per_table):
         for byte, table in tables:
-            stacked[byte, :, t] = table
+            stacked[byte, :, 2 * t : 2 * t + 2] = table
     return [(byte, stacked[byte]) for byte in range(len(stacked)) if stacked[byte].any()]
 
 
@@ -156,11 +159,15 @@ class FeatureIndex:
         self.num_images = len(counts)
         self.bits = key_bits(options, len(stacked))
         self.positions = bit_positions(options, self.bits)
-        # a bucket word: the image in the high bits, the sketch in the others
+        # a bucket word: the image in the high bits, the sketch in the others; 64 bits while
+        # the words take little memory, 32 beyond (a shorter sketch)
         owner_bits = max(1, self.num_images.bit_length())  # room for "no image": num_images
         if owner_bits > MAX_OWNER_BITS:
             raise ValueError(f"an index holds at most 2**{MAX_OWNER_BITS} images")
-        self.sketch_bits = 32 - owner_bits
+        wide = len(stacked) * options.tables <= WIDE_WORDS
+        self.word: type[np.unsignedinteger] = np.uint64 if wide else np.uint32
+        word_bits = 8 * np.dtype(self.word).itemsize
+        self.sketch_bits = min(word_bits - owner_bits, len(BALANCED_BITS) - self.bits)
         self.max_sketch_distance = round(options.max_distance * self.sketch_bits / DESCRIPTOR_BITS)
         sketches = sketch_positions(options, self.positions, self.sketch_bits)
         self.byte_tables = [
@@ -194,7 +201,36 @@ class FeatureIndex:
         threads: int,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One table's bucket words sorted by key (stop words dropped), its bucket sizes and
-        the crowd it adds per image. One sort of ``key << 32 | word`` per descriptor (its
+        the crowd it adds per image."""
+        if self.word == np.uint64:
+            return self._wide_table(stacked, ends, tables)
+        return self._narrow_table(stacked, ends, tables, pool, threads)
+
+    def _wide_table(
+        self, stacked: np.ndarray, ends: np.ndarray, tables: list[tuple[int, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_table`` of 64-bit words: a stable sort of the keys (a small index)."""
+        code = descriptor_codes(stacked, tables)
+        owner = np.searchsorted(ends, np.arange(len(stacked)), side="right")
+        words = code[:, 1] | (owner.astype(np.uint64) << np.uint64(self.sketch_bits))
+        keys = code[:, 0].astype(np.intp)
+        sizes = np.bincount(keys, minlength=1 << self.bits).astype(np.int32)
+        sizes[sizes > self.options.max_bucket] = 0  # stop words
+        order = np.argsort(keys, kind="stable")
+        order = order[sizes[keys[order]] > 0]
+        weight = sizes[keys[order]]
+        crowd = np.bincount(owner[order], weights=weight, minlength=self.num_images)
+        return words[order], sizes, crowd
+
+    def _narrow_table(
+        self,
+        stacked: np.ndarray,
+        ends: np.ndarray,
+        tables: list[tuple[int, np.ndarray]],
+        pool: ThreadPoolExecutor,
+        threads: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_table`` of 32-bit words: one sort of ``key << 32 | word`` per descriptor (its
         parts in ``pool``'s threads, then merged); the words are then written over the
         sorted array's own memory, which is shrunk to them."""
         packed = np.empty(len(stacked), dtype=np.uint64)
@@ -206,7 +242,8 @@ class FeatureIndex:
             for s in range(span.start, span.stop, BUILD_CHUNK):
                 e = min(span.stop, s + BUILD_CHUNK)
                 owner = np.searchsorted(ends, np.arange(s, e), side="right").astype(np.uint64)
-                packed[s:e] = descriptor_codes(stacked[s:e], tables) | (owner << shift)
+                code = descriptor_codes(stacked[s:e], tables)
+                packed[s:e] = (code[:, 0] << np.uint64(32)) | code[:, 1] | (owner << shift)
             packed[span].sort()
 
         list(pool.map(part, parts))
@@ -270,7 +307,10 @@ class FeatureIndex:
             own[(own < 0) | (own > n)] = n
             table_codes = descriptor_codes(stacked, self.query_tables)
             pairs = np.concatenate(
-                [self._lookup(table_codes[:, t], own, t) for t in range(len(self.postings))]
+                [
+                    self._lookup(table_codes[:, 2 * t : 2 * t + 2], own, t)
+                    for t in range(len(self.postings))
+                ]
             )
             # one vote per query descriptor and indexed image, however many keys agree
             pairs.sort()
@@ -289,10 +329,10 @@ class FeatureIndex:
         """``descriptor * num_images + image`` of every indexed image but the query's own
         (``own`` per query descriptor; ``num_images``: none) with a descriptor in the bucket
         of a query descriptor (its ``code`` in ``table``) whose sketch is close to its own."""
-        keys = (code >> np.uint64(32)).astype(np.intp)
+        keys = code[:, 0].astype(np.intp)
         # the query's own word: a bucket word differs from it in its image bits unless it
         # is the query image's, and in its sketch bits by the sketches' distance
-        word = code.astype(np.uint32) | (own.astype(np.uint32) << self.sketch_bits)
+        word = code[:, 1].astype(self.word) | (own.astype(self.word) << self.word(self.sketch_bits))
         starts, offsets = self.group_starts[table], self.offsets[table]
         begin = starts[keys >> self.group_bits] + offsets[keys]
         keys += 1
@@ -305,12 +345,12 @@ class FeatureIndex:
         at += np.arange(len(at))
         hits = self.postings[table][at]
         hits ^= np.repeat(word, size)
-        mask = np.uint32((1 << self.sketch_bits) - 1)
+        mask = self.word((1 << self.sketch_bits) - 1)
         close = np.bitwise_count(hits & mask) <= self.max_sketch_distance
         close &= hits > mask  # not the query's own image
         found = np.flatnonzero(close)
         query = np.searchsorted(ends, found, side="right")
-        owner = (hits[found] >> np.uint32(self.sketch_bits)).astype(np.int64)
+        owner = (hits[found] >> self.word(self.sketch_bits)).astype(np.int64)
         owner ^= own[query]
         return query * self.num_images + owner
 

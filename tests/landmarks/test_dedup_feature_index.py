@@ -5,6 +5,7 @@ exactly the descriptors a plain sort by key files there."""
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageOps
 
 from landmarks.dedup import feature_index, features
@@ -74,9 +75,9 @@ def _reference_buckets(
 ) -> dict[int, list[int]]:
     """Bucket -> sorted words, from the codes of every descriptor, stop words dropped."""
     code = feature_index.descriptor_codes(stacked, index.byte_tables[table])
-    keys = (code >> np.uint64(32)).astype(np.int64)
+    keys = code[:, 0].astype(np.int64)
     owner = np.repeat(np.arange(len(counts)), counts).astype(np.uint64)
-    words = (code & np.uint64(0xFFFFFFFF)) | (owner << np.uint64(index.sketch_bits))
+    words = code[:, 1] | (owner << np.uint64(index.sketch_bits))
     buckets: dict[int, list[int]] = {}
     for k, w in zip(keys.tolist(), words.tolist(), strict=True):
         buckets.setdefault(k, []).append(w)
@@ -96,7 +97,12 @@ def _buckets(index: FeatureIndex, table: int) -> dict[int, list[int]]:
     }
 
 
-def test_buckets_hold_what_a_plain_sort_files_there_and_skip_stop_words():
+@pytest.mark.parametrize("words", ["64-bit", "32-bit"])
+def test_buckets_hold_what_a_plain_sort_files_there_and_skip_stop_words(
+    words: str, monkeypatch: pytest.MonkeyPatch
+):
+    if words == "32-bit":  # as an index of many descriptors has them
+        monkeypatch.setattr(feature_index, "WIDE_WORDS", 0)
     rng = np.random.default_rng(2)
     # uneven images, one without descriptors, and a corner found in many images: a stop word
     counts = rng.integers(0, 300, size=40)
@@ -108,13 +114,15 @@ def test_buckets_hold_what_a_plain_sort_files_there_and_skip_stop_words():
         stacked, counts, IndexOptions(**{**vars(options), "build_threads": 1})
     )
     two = FeatureIndex.from_stacked(stacked, counts, options)
+    assert two.postings[0].dtype == (np.uint64 if words == "64-bit" else np.uint32)
+    assert two.sketch_bits == (64 if words == "64-bit" else 32) - 6  # 40 images: 6 bits
     for table in range(options.tables):
         expected = _reference_buckets(one, stacked, counts, table)
         assert _buckets(one, table) == expected
         assert _buckets(two, table) == expected
     assert np.allclose(one.crowd, two.crowd)
-    common = feature_index.descriptor_codes(stacked[:1], one.byte_tables[0]) >> np.uint64(32)
-    assert int(common[0]) not in _buckets(one, 0)  # the corner shared by many: skipped
+    common = feature_index.descriptor_codes(stacked[:1], one.byte_tables[0])[0, 0]
+    assert int(common) not in _buckets(one, 0)  # the corner shared by many: skipped
     # the list constructor files the same descriptors as the stacked one
     ends = np.cumsum(counts)
     sets = [stacked[e - c : e] for c, e in zip(counts, ends, strict=True)]
@@ -123,7 +131,12 @@ def test_buckets_hold_what_a_plain_sort_files_there_and_skip_stop_words():
         assert np.array_equal(listed.postings[table], two.postings[table])
 
 
-def test_a_shared_key_votes_only_when_the_sketch_agrees_too():
+@pytest.mark.parametrize("words", ["64-bit", "32-bit"])
+def test_a_shared_key_votes_only_when_the_sketch_agrees_too(
+    words: str, monkeypatch: pytest.MonkeyPatch
+):
+    if words == "32-bit":
+        monkeypatch.setattr(feature_index, "WIDE_WORDS", 0)
     rng = np.random.default_rng(3)
     options = IndexOptions(bits=12, max_bits=12, tables=1, min_votes=2)
     query = _descriptors(rng, 40)
