@@ -29,7 +29,7 @@ class IndexOptions:
     tables: int = 6
     bits: int = 20
     max_bucket: int = 16
-    max_distance: int = 48
+    max_distance: int = 32  # a tight check votes for fewer unrelated images, so copies rank higher
     min_votes: int = 2
     top_k: int = 5
     top_k_mirror: int = 2  # for the mirror's queries, which find few copies (mirrored ones)
