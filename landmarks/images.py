@@ -64,6 +64,7 @@ class NormalizedImage:
     source_format: str
     source_mode: str
     animated: bool
+    grey: Image.Image | None = None  # ``image`` in grey levels ("L"), made for the checks
 
 
 def load_normalized(path: Path, limits: ImageLimits) -> NormalizedImage:
@@ -105,8 +106,10 @@ def load_normalized(path: Path, limits: ImageLimits) -> NormalizedImage:
         with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError):
             ImageOps.exif_transpose(im, in_place=True)
         rgb = to_rgb(im)
-    check_content(rgb, limits)
-    return NormalizedImage(image=rgb, source_format=fmt, source_mode=mode, animated=animated)
+    grey = check_content(rgb, limits)
+    return NormalizedImage(
+        image=rgb, source_format=fmt, source_mode=mode, animated=animated, grey=grey
+    )
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -127,7 +130,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.copy()
 
 
-def check_content(rgb: Image.Image, limits: ImageLimits) -> None:
+def check_content(rgb: Image.Image, limits: ImageLimits) -> Image.Image:
+    """Reject pictures too small, too elongated, blank or of too little information; returns
+    the picture in grey levels ("L"), which the checks need."""
     width, height = rgb.size
     if min(width, height) < limits.min_side:
         raise ImageRejected(TOO_SMALL, f"{width}x{height}, shorter side < {limits.min_side}")
@@ -136,20 +141,21 @@ def check_content(rgb: Image.Image, limits: ImageLimits) -> None:
         raise ImageRejected(
             EXTREME_ASPECT, f"aspect ratio {aspect:.1f} > {limits.max_aspect_ratio}"
         )
-    grey = np.asarray(rgb.convert("L").reduce(max(1, min(width, height) // 64)), dtype=np.float32)
-    std = float(grey.std())
+    grey = rgb if rgb.mode == "L" else rgb.convert("L")
+    std = float(np.asarray(grey.reduce(max(1, min(width, height) // 64)), dtype=np.float32).std())
     if std < limits.min_std:
         raise ImageRejected(BLANK, f"grey-level std {std:.2f} < {limits.min_std}")
-    entropy = grey_entropy(rgb)
+    entropy = grey_entropy(grey)
     if entropy < limits.min_entropy:
         raise ImageRejected(
             LOW_INFORMATION, f"grey-histogram entropy {entropy:.2f} bits < {limits.min_entropy}"
         )
+    return grey
 
 
 def grey_entropy(rgb: Image.Image, side: int = 128) -> float:
     """Shannon entropy (bits) of the grey-level histogram of a small copy."""
-    grey = rgb.convert("L")
+    grey = rgb.convert("L") if rgb.mode != "L" else rgb.copy()  # thumbnail works in place
     grey.thumbnail((side, side))
     counts = np.bincount(np.asarray(grey).ravel(), minlength=256).astype(np.float64)
     p = counts[counts > 0] / counts.sum()

@@ -43,7 +43,9 @@ class IndexOptions:
     bits: int = 20  # key bits up to 2**bits indexed descriptors
     max_bits: int = 24  # beyond: one bit more per doubling, up to this
     max_bucket: int = 16
-    max_distance: int = 36  # of 256 bits; on the sketch, its share of them
+    # of 256 bits, on the sketch its share of them; a tight check votes for fewer unrelated
+    # images, so copies rank higher
+    max_distance: int = 36
     min_votes: int = 2
     top_k: int = 5
     top_k_mirror: int = 2  # for the mirror's queries, which find few copies (mirrored ones)

@@ -23,6 +23,7 @@ copies, which the mirror's full view mostly finds anyway.)
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,12 +99,17 @@ class LocalFeatures:
 
 
 _ORB: dict[int, cv2.ORB] = {}
+SCALE_FACTOR = 1.2  # between the levels of ORB's image pyramid
 
 
 def _orb(num_features: int) -> cv2.ORB:
     if num_features not in _ORB:
         _ORB[num_features] = cv2.ORB_create(  # type: ignore[attr-defined]
-            nfeatures=num_features, fastThreshold=12, edgeThreshold=15, patchSize=15
+            nfeatures=num_features,
+            scaleFactor=SCALE_FACTOR,
+            fastThreshold=12,
+            edgeThreshold=15,
+            patchSize=15,
         )
     return _ORB[num_features]
 
@@ -139,11 +145,29 @@ def _no_keypoints() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _detect(pixels: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarray]:
-    keypoints, descriptors = _orb(num_features).detectAndCompute(pixels, None)
+    return _described(*_orb(num_features).detectAndCompute(pixels, None))
+
+
+def _described(
+    keypoints: Sequence[cv2.KeyPoint], descriptors: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     if descriptors is None or not keypoints:
         return _no_keypoints()
     points = np.array([k.pt for k in keypoints], dtype=np.float32)
     return points, descriptors
+
+
+def _mirrored(keypoints: Sequence[cv2.KeyPoint], width: int) -> list[cv2.KeyPoint]:
+    """The keypoints ORB finds in the mirror picture: the same corners, mirrored on the
+    pyramid level each was found on (a level of ``width / s`` pixels, rounded, for ``s`` the
+    level's scale), and their orientation mirrored too."""
+    mirrored = []
+    for k in keypoints:
+        s = SCALE_FACTOR**k.octave
+        x = (round(width / s) - 1 - k.pt[0] / s) * s
+        angle = (180.0 - k.angle) % 360.0
+        mirrored.append(cv2.KeyPoint(x, k.pt[1], k.size, angle, k.response, k.octave, k.class_id))
+    return mirrored
 
 
 def extract(
@@ -151,10 +175,19 @@ def extract(
 ) -> LocalFeatures:
     """ORB features of normalised grey ``pixels`` and of their mirror picture, full and
     coarse views."""
-    mirror = np.ascontiguousarray(pixels[:, ::-1])
-    points, descriptors = _detect(pixels, num_features)
-    mirror_points, mirror_descriptors = _detect(mirror, num_features)
+    orb = _orb(num_features)
+    keypoints, raw = orb.detectAndCompute(pixels, None)
+    points, descriptors = _described(keypoints, raw)
     h, w = pixels.shape
+    # the mirror's keypoints are the mirrored ones (ORB's detection is symmetric): only their
+    # descriptors are computed, at half the cost of detecting them again
+    mirror = np.ascontiguousarray(pixels[:, ::-1])
+    if len(descriptors):
+        mirror_points, mirror_descriptors = _described(
+            *orb.compute(mirror, _mirrored(keypoints, w))
+        )
+    else:
+        mirror_points, mirror_descriptors = _no_keypoints()
     scale = COARSE_SIDE / max(w, h)
     if scale < 1:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))

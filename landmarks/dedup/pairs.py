@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,11 +192,12 @@ def feature_pairs(
     """
     if not options.local_features or len(feats) < 2:
         return [], []
-    groups = UnionFind(len(feats))
+    groups = UnionFind(len(feats), rank=[f.source_side for f in feats], keep=1)
     for p in confirmed:
         groups.union(p.i, p.j)
     workers = options.num_workers or os.cpu_count() or 1
     found = dedup_features.candidates(feats, options.index_options, threads=workers)
+    pixels = dedup_features.pixel_loader(paths)
     pairs: list[Pair] = []
     new_records: list[dict[str, Any]] = []
     with ExitStack() as stack:
@@ -230,11 +231,44 @@ def feature_pairs(
                         }
                     )
             for k, c in enumerate(block):
-                if outcome[k] and groups.find(c.a) != groups.find(c.b):
-                    groups.union(c.a, c.b)
-                    distance = pair_distance(hashes[c.a], hashes[c.b])
-                    pairs.append(Pair(c.a, c.b, distance, 4 * int(c.mirrored), "features"))
+                if not outcome[k] or groups.find(c.a) == groups.find(c.b):
+                    continue
+                if not groups_agree(groups, c, feats, pixels):
+                    log.debug("features %s ~ %s: their groups disagree", paths[c.a], paths[c.b])
+                    continue
+                groups.union(c.a, c.b)
+                distance = pair_distance(hashes[c.a], hashes[c.b])
+                pairs.append(Pair(c.a, c.b, distance, 4 * int(c.mirrored), "features"))
     return pairs, new_records
+
+
+def groups_agree(
+    groups: UnionFind,
+    c: dedup_features.FeatureCandidate,
+    feats: Sequence[features.LocalFeatures],
+    pixels: Callable[[int], np.ndarray],
+) -> bool:
+    """May the verified pair ``c`` join its two groups? Yes when either is a single image.
+    Two groups of several are joined only if their most detailed members (the largest
+    stored pictures; as many per group as ``groups`` keeps, one pair of them is enough)
+    verify too, either way round, mirrored or not: a degraded copy (small, blurred,
+    cropped) of one photo of a statue can pass as a copy of another photo of it taken from
+    the same spot, which the detailed pictures tell apart; a true copy joins groups that
+    hold the same photo."""
+    ra, rb = groups.find(c.a), groups.find(c.b)
+    if groups.size(ra) < 2 or groups.size(rb) < 2:
+        return True
+    for a in groups.most(ra):
+        for b in groups.most(rb):
+            if {a, b} == {c.a, c.b} and not c.coarse:
+                return True  # the pair itself, verified in full
+            for mirrored in (c.mirrored, not c.mirrored):
+                cross = dedup_features.FeatureCandidate(
+                    a, b, 0, mirrored, total=dedup_features.RETRY_MIN_VOTES
+                )
+                if dedup_features.verify_candidate(cross, feats, pixels).ok:
+                    return True
+    return False
 
 
 def pair_distance(a: hashing.ImageHashes, b: hashing.ImageHashes) -> int:
@@ -248,10 +282,15 @@ def pair_distance(a: hashing.ImageHashes, b: hashing.ImageHashes) -> int:
 
 
 class UnionFind:
-    """Disjoint sets over 0..n-1 (path halving)."""
+    """Disjoint sets over 0..n-1 (path halving), with each set's size and its ``keep``
+    members of the highest ``rank`` (the first ones on ties; ranks all 0 unless given)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, rank: Sequence[int] | None = None, keep: int = 2) -> None:
         self.parent = list(range(n))
+        self._size = [1] * n
+        self._rank = list(rank) if rank is not None else [0] * n
+        self._most = [[i] for i in range(n)]
+        self._keep = keep
 
     def find(self, x: int) -> int:
         while self.parent[x] != x:
@@ -259,7 +298,19 @@ class UnionFind:
             x = self.parent[x]
         return x
 
+    def size(self, root: int) -> int:
+        return self._size[root]
+
+    def most(self, root: int) -> list[int]:
+        """The set's members of the highest rank, highest first."""
+        return self._most[root]
+
     def union(self, a: int, b: int) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+            root, child = min(ra, rb), max(ra, rb)
+            self.parent[child] = root
+            self._size[root] += self._size[child]
+            merged = sorted(self._most[root] + self._most[child], key=lambda i: (-self._rank[i], i))
+            self._most[root] = merged[: self._keep]
+            self._most[child] = []

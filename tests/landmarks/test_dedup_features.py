@@ -11,7 +11,15 @@ from PIL import Image, ImageDraw, ImageOps
 
 from landmarks import images
 from landmarks.clean import CleanOptions, clean_raw, current_records
-from landmarks.dedup import DedupOptions, dedup_clean, dedup_folder, feature_index, features, verify
+from landmarks.dedup import (
+    DedupOptions,
+    dedup_clean,
+    dedup_folder,
+    feature_index,
+    features,
+    pairs,
+    verify,
+)
 from landmarks.dedup import candidates as dedup_features
 from landmarks.ingest import import_folder
 from landmarks.storage import Layout, read_json
@@ -191,3 +199,51 @@ def test_a_damaged_cache_file_is_described_again(tmp_path: Path, real_raw: Path)
     path = next(tmp_path.rglob("*.npz"))
     path.write_bytes(path.read_bytes()[:100])  # a crash mid-write elsewhere, a bad disk
     assert cache.get("ab" * 32) is None
+
+
+def test_two_groups_join_only_when_their_most_detailed_pictures_agree(
+    tmp_path: Path, real_raw: Path
+):
+    """A link between small, degraded copies of two photos of a statue from the same spot
+    does not join their groups (their originals disagree); one between copies of one photo
+    does."""
+    one, other = (real_raw / p for p in SAME_SPOT[0])
+    files = {}
+    for name, src in (("one", one), ("other", other)):
+        im = ImageOps.exif_transpose(Image.open(src)).convert("RGB")
+        w, h = im.size
+        crop = im.crop((round(w * 0.1), round(h * 0.05), round(w * 0.85), round(h * 0.9)))
+        files[name] = im
+        files[f"{name}_small"] = im.resize((w // 3, h // 3), Image.Resampling.BILINEAR)
+        files[f"{name}_crop"] = crop
+        files[f"{name}_crop_small"] = crop.resize((w // 4, h // 4), Image.Resampling.BILINEAR)
+    paths = []
+    for name, im in files.items():
+        paths.append(tmp_path / f"{name}.jpg")
+        paths[-1].write_bytes(_jpeg(im))
+    index = {p.stem: k for k, p in enumerate(paths)}
+    feats = [features.extract_path(p) for p in paths]
+    pixels = dedup_features.pixel_loader(paths)
+
+    def grouped(first: list[str], second: list[str]) -> pairs.UnionFind:
+        groups = pairs.UnionFind(len(paths), rank=[f.source_side for f in feats], keep=1)
+        for members in (first, second):
+            for name in members[1:]:
+                groups.union(index[members[0]], index[name])
+        return groups
+
+    groups = grouped(["one", "one_small"], ["other", "other_small"])
+    assert groups.most(groups.find(index["one_small"])) == [index["one"]]
+    link = dedup_features.FeatureCandidate(
+        index["one_small"], index["other_small"], 20, False, coarse=True
+    )
+    assert not pairs.groups_agree(groups, link, feats, pixels)
+    groups = grouped(["one", "one_small"], ["one_crop", "one_crop_small"])
+    link = dedup_features.FeatureCandidate(
+        index["one_small"], index["one_crop_small"], 20, False, coarse=True
+    )
+    assert pairs.groups_agree(groups, link, feats, pixels)
+    # a single image joins any group on its own verification
+    groups = grouped(["one", "one_small"], ["other"])
+    link = dedup_features.FeatureCandidate(index["one_small"], index["other"], 20, False)
+    assert pairs.groups_agree(groups, link, feats, pixels)
