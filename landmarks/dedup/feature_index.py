@@ -135,6 +135,15 @@ def stack_tables(per_table: list[list[tuple[int, np.ndarray]]]) -> list[tuple[in
     return [(byte, stacked[byte]) for byte in range(len(stacked)) if stacked[byte].any()]
 
 
+def owners(ends: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The image of each stacked descriptor ``start..stop-1`` (``ends``: the images' cumulative
+    descriptor counts)."""
+    first = int(np.searchsorted(ends, start, side="right"))
+    last = int(np.searchsorted(ends, stop - 1, side="right")) if stop > start else first - 1
+    counts = np.diff(np.minimum(ends[first : last + 1], stop), prepend=start)
+    return np.repeat(np.arange(first, last + 1), counts)
+
+
 class FeatureIndex:
     """Inverted index of every image's descriptors, one bucket table per key."""
 
@@ -213,7 +222,7 @@ class FeatureIndex:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``_table`` of 64-bit words: a stable sort of the keys (a small index)."""
         code = descriptor_codes(stacked, tables)
-        owner = np.searchsorted(ends, np.arange(len(stacked)), side="right")
+        owner = owners(ends, 0, len(stacked))
         words = code[:, 1] | (owner.astype(np.uint64) << np.uint64(self.sketch_bits))
         keys = code[:, 0].astype(np.intp)
         sizes = np.bincount(keys, minlength=1 << self.bits).astype(np.int32)
@@ -243,7 +252,7 @@ class FeatureIndex:
         def part(span: slice) -> None:
             for s in range(span.start, span.stop, BUILD_CHUNK):
                 e = min(span.stop, s + BUILD_CHUNK)
-                owner = np.searchsorted(ends, np.arange(s, e), side="right").astype(np.uint64)
+                owner = owners(ends, s, e).astype(np.uint64)
                 code = descriptor_codes(stacked[s:e], tables)
                 packed[s:e] = (code[:, 0] << np.uint64(32)) | code[:, 1] | (owner << shift)
             packed[span].sort()
@@ -314,6 +323,8 @@ class FeatureIndex:
                     for t in range(len(self.postings))
                 ]
             )
+            if not len(pairs):
+                continue
             # one vote per query descriptor and indexed image, however many keys agree
             pairs.sort()
             pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]

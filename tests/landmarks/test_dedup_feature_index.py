@@ -163,5 +163,10 @@ def test_one_vote_per_query_descriptor_however_many_tables_agree():
     index = FeatureIndex([db, _descriptors(rng, 30)], IndexOptions(bits=12, max_bits=12))
     found = index.votes([db[:10]], first=5)
     assert _pairs(found) == {(5, 0): 10}  # equal descriptors agree in all 6 tables
-    empty = index.votes([np.zeros((0, 32), np.uint8)])
-    assert len(empty.query) == len(empty.db) == len(empty.votes) == 0
+    none = np.zeros((0, 32), np.uint8)
+    for found in (
+        index.votes([none]),
+        FeatureIndex([none, none], IndexOptions()).votes([none, db]),
+        FeatureIndex([], IndexOptions()).votes([db]),
+    ):
+        assert len(found.query) == len(found.db) == len(found.votes) == 0
