@@ -33,6 +33,9 @@ DESCRIPTOR_BITS = 256
 BUILD_CHUNK = 1 << 16
 # a bucket word (uint32) holds the image and at least 8 bits of sketch
 MAX_OWNER_BITS = 24
+# threads that compute and sort the parts of a table's keys at once (the results do not depend
+# on them)
+BUILD_THREADS = 2
 # bucket words of 64 bits (a longer sketch) for up to this many filed descriptors (256 MiB)
 WIDE_WORDS = 1 << 25
 
@@ -50,7 +53,6 @@ class IndexOptions:
     top_k: int = 5
     top_k_mirror: int = 2  # for the mirror's queries, which find few copies (mirrored ones)
     seed: int = 20261129
-    build_threads: int = 2  # each table's keys computed and sorted in parts at once
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ class FeatureIndex:
         # windows) collect votes from everything, so their votes count for less
         crowd = np.zeros(self.num_images, dtype=np.float64)
         ends = np.cumsum(counts)
-        threads = max(1, options.build_threads)
+        threads = max(1, BUILD_THREADS)
         with ThreadPoolExecutor(threads) as pool:
             for tables in self.byte_tables:
                 words, sizes, table_crowd = self._table(stacked, ends, tables, pool, threads)

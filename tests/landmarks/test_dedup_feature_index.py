@@ -101,8 +101,9 @@ def _buckets(index: FeatureIndex, table: int) -> dict[int, list[int]]:
 def test_buckets_hold_what_a_plain_sort_files_there_and_skip_stop_words(
     words: str, monkeypatch: pytest.MonkeyPatch
 ):
-    if words == "32-bit":  # as an index of many descriptors has them
+    if words == "32-bit":  # as an index of many descriptors has them, built in many chunks
         monkeypatch.setattr(feature_index, "WIDE_WORDS", 0)
+        monkeypatch.setattr(feature_index, "BUILD_CHUNK", 256)
     rng = np.random.default_rng(2)
     # uneven images, one without descriptors, and a corner found in many images: a stop word
     counts = rng.integers(0, 300, size=40)
@@ -110,9 +111,9 @@ def test_buckets_hold_what_a_plain_sort_files_there_and_skip_stop_words(
     stacked = _descriptors(rng, int(counts.sum()))
     stacked[::50] = stacked[0]
     options = IndexOptions(bits=12, max_bits=12, max_bucket=6)
-    one = FeatureIndex.from_stacked(
-        stacked, counts, IndexOptions(**{**vars(options), "build_threads": 1})
-    )
+    monkeypatch.setattr(feature_index, "BUILD_THREADS", 1)
+    one = FeatureIndex.from_stacked(stacked, counts, options)
+    monkeypatch.setattr(feature_index, "BUILD_THREADS", 2)
     two = FeatureIndex.from_stacked(stacked, counts, options)
     assert two.postings[0].dtype == (np.uint64 if words == "64-bit" else np.uint32)
     assert two.sketch_bits == (64 if words == "64-bit" else 32) - 6  # 40 images: 6 bits
