@@ -48,7 +48,7 @@ class IndexOptions:
     max_bucket: int = 16
     # of 256 bits, on the sketch its share of them; a tight check votes for fewer unrelated
     # images, so copies rank higher
-    max_distance: int = 36
+    max_distance: int = 40
     min_votes: int = 2
     top_k: int = 5
     top_k_mirror: int = 2  # for the mirror's queries, which find few copies (mirrored ones)
