@@ -199,30 +199,23 @@ class FeatureIndex:
         threads = max(1, BUILD_THREADS)
         with ThreadPoolExecutor(threads) as pool:
             for tables in self.byte_tables:
-                words, sizes, table_crowd = self._table(stacked, ends, tables, pool, threads)
+                # the table's bucket words sorted by key (stop words dropped), its bucket
+                # sizes and the crowd it adds per image
+                if self.word == np.uint64:
+                    words, sizes, table_crowd = self._wide_table(stacked, ends, tables)
+                else:
+                    words, sizes, table_crowd = self._narrow_table(
+                        stacked, ends, tables, pool, threads
+                    )
                 crowd += table_crowd
                 self._set_starts(sizes)
                 self.postings.append(words)
         self.crowd = np.sqrt(crowd + 1.0)
 
-    def _table(
-        self,
-        stacked: np.ndarray,
-        ends: np.ndarray,
-        tables: list[tuple[int, np.ndarray]],
-        pool: ThreadPoolExecutor,
-        threads: int,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One table's bucket words sorted by key (stop words dropped), its bucket sizes and
-        the crowd it adds per image."""
-        if self.word == np.uint64:
-            return self._wide_table(stacked, ends, tables)
-        return self._narrow_table(stacked, ends, tables, pool, threads)
-
     def _wide_table(
         self, stacked: np.ndarray, ends: np.ndarray, tables: list[tuple[int, np.ndarray]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``_table`` of 64-bit words: a stable sort of the keys (a small index)."""
+        """A table of 64-bit words: a stable sort of the keys (a small index)."""
         code = descriptor_codes(stacked, tables)
         owner = owners(ends, 0, len(stacked))
         words = code[:, 1] | (owner.astype(np.uint64) << np.uint64(self.sketch_bits))
@@ -243,7 +236,7 @@ class FeatureIndex:
         pool: ThreadPoolExecutor,
         threads: int,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``_table`` of 32-bit words: one sort of ``key << 32 | word`` per descriptor (its
+        """A table of 32-bit words: one sort of ``key << 32 | word`` per descriptor (its
         parts in ``pool``'s threads, then merged); the words are then written over the
         sorted array's own memory, which is shrunk to them."""
         packed = np.empty(len(stacked), dtype=np.uint64)
