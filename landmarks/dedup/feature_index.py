@@ -13,11 +13,13 @@ Keys have ``bits`` bits, one more per doubling of the indexed descriptors beyond
 holds, per descriptor, one word: its image and a *sketch* (other balanced bits of the
 descriptor), so a lookup reads its bucket contiguously and checks the sketch's Hamming
 distance (``max_distance`` of 256, in proportion) without gathering the full descriptors.
-Words have 64 bits (a sketch of about 50 bits) while they take little memory, 32 beyond (at
-100,000 images: a 15-bit sketch).
-Keys and sketches are computed with one lookup table per descriptor byte. Buckets are the
-sorted words of each table with their starts in two levels (a 32-bit start per group of
-buckets, a 16-bit offset per bucket), so that 2**24 buckets take 32 MiB per table.
+Words have 64 bits (a sketch of about 50 bits) while all tables' words take under 256 MiB,
+32 beyond (at 100,000 images: a 15-bit sketch).
+
+Keys and sketches are computed with one lookup table per descriptor byte (for a query, one
+lookup for all tables). A table is one sort of its words by key; bucket starts are kept in two
+levels (a start per group of buckets, a 16-bit offset per bucket), so that 2**24 buckets take
+32 MiB per table.
 """
 
 from __future__ import annotations
