@@ -297,10 +297,11 @@ class FeatureIndex:
         top_k: int | None = None,
     ) -> Votes:
         """Votes of every query image (its descriptors) for every indexed image it shares a
-        key with; pairs below ``min_votes`` and beyond the ``top_k`` per query (the options'
-        unless given) are dropped. Query ``q`` is indexed image ``first + q``: self-votes are
-        dropped. ``chunk`` query images are looked up at once: their bucket hits (a few MiB
-        per 128 images) are what the search holds in memory beyond the index."""
+        key and a close sketch with; pairs below ``min_votes`` and beyond the ``top_k`` per
+        query (the options' unless given) are dropped. Query ``q`` is indexed image
+        ``first + q``: self-votes are dropped. ``chunk`` query images are looked up at once:
+        their bucket hits (a few MiB per 128 images) are what the search holds in memory
+        beyond the index."""
         top_k = self.options.top_k if top_k is None else top_k
         out_q, out_db, out_v = [], [], []
         n = self.num_images
