@@ -288,7 +288,7 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000, threads: int =
                 drawn = synthetic(e - s, 10_000_000 * view + s)
                 flat = drawn.reshape(e - s, k, 32)[:, :per_image].reshape(-1, 32)
             queries = list(flat.reshape(e - s, per_image, 32))
-            top_k = options.top_k_mirror if view == 1 else options.top_k
+            top_k = (options.top_k, options.top_k_mirror, options.top_k_coarse)[view]
             cuts = np.linspace(0, e - s, threads + 1).astype(int).tolist()
             start, cpu = time.perf_counter(), time.process_time()
             parts = list(

@@ -99,7 +99,7 @@ def candidates(
     views = (
         (False, False, options.top_k),
         (True, False, options.top_k_mirror),
-        (False, True, options.top_k),
+        (False, True, options.top_k_coarse),
     )
 
     def lookup(view: tuple[bool, bool, int]) -> feature_index.Votes:

@@ -52,8 +52,9 @@ class IndexOptions:
     # images, so copies rank higher
     max_distance: int = 40
     min_votes: int = 2
-    top_k: int = 5
+    top_k: int = 4
     top_k_mirror: int = 2  # for the mirror's queries, which find few copies (mirrored ones)
+    top_k_coarse: int = 3  # for the coarse view's queries (as many copies for fewer verifications)
     seed: int = 20261129
 
 
