@@ -77,12 +77,15 @@ class FeatureCandidate:
 
     def attempts(self) -> list[FeatureCandidate]:
         """The ways to verify it, in order: itself, then (with ``RETRY_MIN_VOTES`` in all)
-        the full view as is for a coarse candidate, and the other way round."""
+        the full view as is for a coarse candidate, the other way round, and not mirrored for
+        a mirrored one."""
         tries = [self]
         if self.total >= RETRY_MIN_VOTES:
             if self.coarse:
                 tries.append(FeatureCandidate(self.a, self.b, self.votes, self.mirrored))
             tries.append(FeatureCandidate(self.b, self.a, self.votes, self.mirrored))
+            if self.mirrored:  # a symmetric scene votes for its copy through its mirror too
+                tries.append(FeatureCandidate(self.a, self.b, self.votes, False))
         return tries
 
 
