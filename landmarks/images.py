@@ -64,7 +64,7 @@ class NormalizedImage:
     source_format: str
     source_mode: str
     animated: bool
-    grey: Image.Image | None = None  # ``image`` in grey levels ("L"), made for the checks
+    grey: Image.Image  # ``image`` in grey levels ("L"), made for the checks
 
 
 def load_normalized(path: Path, limits: ImageLimits) -> NormalizedImage:
@@ -153,9 +153,9 @@ def check_content(rgb: Image.Image, limits: ImageLimits) -> Image.Image:
     return grey
 
 
-def grey_entropy(rgb: Image.Image, side: int = 128) -> float:
+def grey_entropy(im: Image.Image, side: int = 128) -> float:
     """Shannon entropy (bits) of the grey-level histogram of a small copy."""
-    grey = rgb.convert("L") if rgb.mode != "L" else rgb.copy()  # thumbnail works in place
+    grey = im.convert("L") if im.mode != "L" else im.copy()  # thumbnail works in place
     grey.thumbnail((side, side))
     counts = np.bincount(np.asarray(grey).ravel(), minlength=256).astype(np.float64)
     p = counts[counts > 0] / counts.sum()

@@ -35,8 +35,9 @@ MIN_TILE_CORRELATION = 0.85
 # A candidate whose views voted this often in all (both ways) and that fails in its best view
 # is tried again in the full view: the other way round (the ratio test looks from one picture
 # into the other, and a crop's corners find their match from one side better than from the
-# other), and as is for a coarse candidate. On the real photos and their edits this found 5%
-# more of the chains, 2% more of the crops and rotations, for 5% more verifications.
+# other), and as is for a coarse or a mirrored candidate. On the real photos and their edits
+# this found 5% more of the chains, 2% more of the crops and rotations, for 5% more
+# verifications.
 RETRY_MIN_VOTES = 10
 
 
@@ -149,12 +150,28 @@ def verify_candidate(
     return first
 
 
+def verify_either_way(
+    a: int,
+    b: int,
+    feats: Sequence[features.LocalFeatures],
+    pixels: Callable[[int], np.ndarray],
+    mirrored_first: bool = False,
+) -> bool:
+    """Do images ``a`` and ``b`` verify in the full view, either way round, mirrored or not
+    (``mirrored_first``: the mirror is tried first)?"""
+    return any(
+        _verify_view(FeatureCandidate(x, y, 0, mirrored), feats, pixels).ok
+        for mirrored in (mirrored_first, not mirrored_first)
+        for x, y in ((a, b), (b, a))
+    )
+
+
 def _verify_view(
     c: FeatureCandidate,
     feats: Sequence[features.LocalFeatures],
     pixels: Callable[[int], np.ndarray],
-    options: verifier.VerifyOptions,
-    min_tiles: float | None,
+    options: verifier.VerifyOptions = FEATURE_VERIFY,
+    min_tiles: float | None = MIN_TILE_CORRELATION,
 ) -> verifier.Verification:
     fa, fb = feats[c.a], feats[c.b]
     points_b, desc_b = fb.view(c.mirrored, c.coarse)

@@ -71,7 +71,7 @@ def _scan_one(args: tuple[Path, images.ImageLimits, int, tuple[float, ...], int]
         "raw_bytes": path.stat().st_size,
         "animated": norm.animated,
     }
-    grey = norm.grey or im.convert("L")  # once, for the hashes and the features
+    grey = norm.grey  # made once, for the checks, the hashes and the features
     feats = features.extract_image(grey, num_features) if num_features else None
     return info, hashing.hash_image(grey, hash_size, crops), feats
 

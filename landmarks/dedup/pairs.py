@@ -192,7 +192,7 @@ def feature_pairs(
     """
     if not options.local_features or len(feats) < 2:
         return [], []
-    groups = UnionFind(len(feats), rank=[f.source_side for f in feats], keep=1)
+    groups = UnionFind(len(feats), rank=[f.source_side for f in feats])
     for p in confirmed:
         groups.union(p.i, p.j)
     workers = options.num_workers or os.cpu_count() or 1
@@ -250,25 +250,17 @@ def groups_agree(
 ) -> bool:
     """May the verified pair ``c`` join its two groups? Yes when either is a single image.
     Two groups of several are joined only if their most detailed members (the largest
-    stored pictures; as many per group as ``groups`` keeps, one pair of them is enough)
-    verify too, either way round, mirrored or not: a degraded copy (small, blurred,
+    stored pictures) verify too, either way round, mirrored or not: a degraded copy (small, blurred,
     cropped) of one photo of a statue can pass as a copy of another photo of it taken from
     the same spot, which the detailed pictures tell apart; a true copy joins groups that
     hold the same photo."""
     ra, rb = groups.find(c.a), groups.find(c.b)
     if groups.size(ra) < 2 or groups.size(rb) < 2:
         return True
-    for a in groups.most(ra):
-        for b in groups.most(rb):
-            if {a, b} == {c.a, c.b} and not c.coarse:
-                return True  # the pair itself, verified in full
-            for mirrored in (c.mirrored, not c.mirrored):
-                cross = dedup_features.FeatureCandidate(
-                    a, b, 0, mirrored, total=dedup_features.RETRY_MIN_VOTES
-                )
-                if dedup_features.verify_candidate(cross, feats, pixels).ok:
-                    return True
-    return False
+    a, b = groups.best(ra), groups.best(rb)
+    if {a, b} == {c.a, c.b} and not c.coarse:
+        return True  # the pair itself, verified in full
+    return dedup_features.verify_either_way(a, b, feats, pixels, c.mirrored)
 
 
 def pair_distance(a: hashing.ImageHashes, b: hashing.ImageHashes) -> int:
@@ -282,15 +274,14 @@ def pair_distance(a: hashing.ImageHashes, b: hashing.ImageHashes) -> int:
 
 
 class UnionFind:
-    """Disjoint sets over 0..n-1 (path halving), with each set's size and its ``keep``
-    members of the highest ``rank`` (the first ones on ties; ranks all 0 unless given)."""
+    """Disjoint sets over 0..n-1 (path halving), with each set's size and its member of the
+    highest ``rank`` (the first one on ties; ranks all 0 unless given)."""
 
-    def __init__(self, n: int, rank: Sequence[int] | None = None, keep: int = 2) -> None:
+    def __init__(self, n: int, rank: Sequence[int] | None = None) -> None:
         self.parent = list(range(n))
         self._size = [1] * n
         self._rank = list(rank) if rank is not None else [0] * n
-        self._most = [[i] for i in range(n)]
-        self._keep = keep
+        self._best = list(range(n))
 
     def find(self, x: int) -> int:
         while self.parent[x] != x:
@@ -301,9 +292,9 @@ class UnionFind:
     def size(self, root: int) -> int:
         return self._size[root]
 
-    def most(self, root: int) -> list[int]:
-        """The set's members of the highest rank, highest first."""
-        return self._most[root]
+    def best(self, root: int) -> int:
+        """The set's member of the highest rank."""
+        return self._best[root]
 
     def union(self, a: int, b: int) -> None:
         ra, rb = self.find(a), self.find(b)
@@ -311,6 +302,7 @@ class UnionFind:
             root, child = min(ra, rb), max(ra, rb)
             self.parent[child] = root
             self._size[root] += self._size[child]
-            merged = sorted(self._most[root] + self._most[child], key=lambda i: (-self._rank[i], i))
-            self._most[root] = merged[: self._keep]
-            self._most[child] = []
+            self._best[root] = min(self._best[root], self._best[child], key=self._order)
+
+    def _order(self, i: int) -> tuple[int, int]:
+        return -self._rank[i], i

@@ -226,14 +226,14 @@ def test_two_groups_join_only_when_their_most_detailed_pictures_agree(
     pixels = dedup_features.pixel_loader(paths)
 
     def grouped(first: list[str], second: list[str]) -> pairs.UnionFind:
-        groups = pairs.UnionFind(len(paths), rank=[f.source_side for f in feats], keep=1)
+        groups = pairs.UnionFind(len(paths), rank=[f.source_side for f in feats])
         for members in (first, second):
             for name in members[1:]:
                 groups.union(index[members[0]], index[name])
         return groups
 
     groups = grouped(["one", "one_small"], ["other", "other_small"])
-    assert groups.most(groups.find(index["one_small"])) == [index["one"]]
+    assert groups.best(groups.find(index["one_small"])) == index["one"]
     link = dedup_features.FeatureCandidate(
         index["one_small"], index["other_small"], 20, False, coarse=True
     )
