@@ -247,12 +247,17 @@ class FeatureIndex:
         cuts = [len(stacked) * k // threads // BUILD_CHUNK * BUILD_CHUNK for k in range(threads)]
         parts = [slice(a, b) for a, b in zip(cuts, cuts[1:] + [len(stacked)], strict=True)]
 
+        # per descriptor byte, its key bits and sketch bits at once: ``key << 32 | sketch``
+        both = [(byte, (t[:, 0] << np.uint64(32)) | t[:, 1]) for byte, t in tables]
+
         def part(span: slice) -> None:
             for s in range(span.start, span.stop, BUILD_CHUNK):
                 e = min(span.stop, s + BUILD_CHUNK)
-                owner = owners(ends, s, e).astype(np.uint64)
-                code = descriptor_codes(stacked[s:e], tables)
-                packed[s:e] = (code[:, 0] << np.uint64(32)) | code[:, 1] | (owner << shift)
+                out = packed[s:e]
+                out[:] = owners(ends, s, e).astype(np.uint64) << shift
+                chunk = stacked[s:e]
+                for byte, table in both:
+                    out |= np.take(table, chunk[:, byte])
             packed[span].sort()
 
         list(pool.map(part, parts))
