@@ -50,6 +50,7 @@ def verify_settings() -> list:
         ("weak_geometry", verifier.SURE_INLIER_RATIO, verifier.SURE_INLIER_ERROR),
         ("weak_geometry_min_tiles", verifier.WEAK_GEOMETRY_MIN_TILES),
         ("detail", verifier.DETAILED_SAMPLING, verifier.MIN_DETAIL_CORRELATION),
+        ("aligned_detail", verifier.MIN_ALIGNED_DETAIL, verifier.RESCUE_MIN_TILES),
         ("sure_tiles", verifier.SURE_TILES),
         ("min_tiles", MIN_TILE_CORRELATION),
         ("ratio", verifier.RATIO),
