@@ -185,8 +185,10 @@ def verify_matches(
     exact = float((scores >= 0.95).mean()) if len(scores) >= 3 else 0.0
     ok = tiles >= min_tiles and (share >= MIN_TILE_SHARE or exact >= MIN_EXACT_TILE_SHARE)
     why = "" if ok else f"tile correlation {tiles:.2f}, {share:.0%} of tiles >= 0.7"
-    detailed = min(source_sides) > 0 and DETAILED_SAMPLING <= min(
-        source_sides[0] / max(a.shape), source_sides[1] / max(b.shape) / scale
+    detailed = (
+        min(source_sides) > 0
+        and min(source_sides[0] / max(a.shape), source_sides[1] / max(b.shape) / scale)
+        >= DETAILED_SAMPLING
     )
     if ok and tiles < SURE_TILES and detailed:
         fine = _detail_scores(a, warped, mask)
