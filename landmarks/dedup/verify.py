@@ -213,13 +213,12 @@ def aligned_detail(a: np.ndarray, warped: np.ndarray, mask: np.ndarray) -> float
     """The median fine-detail correlation (:func:`detail_scores`) of ``a`` and the picture
     ``warped`` onto it, once ``warped`` is aligned more finely: the affine warp that best
     matches it to ``a`` over ``mask`` (OpenCV's ECC, from no change). 0 if ECC fails."""
-    warp = np.eye(2, 3, dtype=np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
     try:
         _, warp = cv2.findTransformECC(
             a.astype(np.float32),
             warped.astype(np.float32),
-            warp,
+            np.eye(2, 3, dtype=np.float32),
             cv2.MOTION_AFFINE,
             criteria,
             mask.astype(np.uint8),
