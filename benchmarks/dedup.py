@@ -282,7 +282,7 @@ def bench_quality(files: list[Path], real_root: Path) -> None:
             ("ours, hashes only (distance 8)", replace(hashes_only, verify=False)),
             (
                 "ours, hashes only, no crop hash",
-                replace(hashes_only, verify=False, crop_fractions=()),
+                replace(hashes_only, verify=False, crop_fractions=(), square_crop=False),
             ),
             ("ours before (distance 8, ORB verify > 4)", hashes_only),
             ("ours, distance 10, ORB verify > 4", replace(hashes_only, threshold=10)),
@@ -301,17 +301,18 @@ def bench_quality(files: list[Path], real_root: Path) -> None:
 
 
 def bench_search(num_images: int = 100_000, planted: int = 2_000) -> None:
-    print(f"\n== search: {num_images} images, 8 dihedral + 1 crop hash each ==")
+    print(f"\n== search: {num_images} images, 8 dihedral + 2 crop hashes each ==")
     rng = np.random.default_rng(0)
     dihedral = rng.integers(0, 2**64 - 1, size=(num_images, 8, 1), dtype=np.uint64)
-    crops = rng.integers(0, 2**64 - 1, size=(num_images, 1, 1), dtype=np.uint64)
+    # the 80% centre crop and the centre square
+    crops = rng.integers(0, 2**64 - 1, size=(num_images, 2, 1), dtype=np.uint64)
     # image k is a near copy (rotated, a few bits off) of image planted + k, or its crop
     for k in range(planted):
         flips = rng.choice(64, size=int(rng.integers(0, 9)), replace=False)
         noise = np.uint64(sum(1 << int(b) for b in flips))
         target = dihedral[planted + k, int(rng.integers(0, 8)), 0] ^ noise
         if k % 4 == 0:
-            crops[k, 0, 0] = target
+            crops[k, k % 8 // 4, 0] = target
         else:
             dihedral[k, 0, 0] = target
     for radius, workers in [(8, 1), (8, 2), (10, 2)]:

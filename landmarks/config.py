@@ -173,6 +173,13 @@ class DedupConfig(BaseModel):
         default=[0.8],
         description="Centre crops (share of each side) hashed too, so cropped copies match.",
     )
+    square_crop: bool = Field(
+        default=True,
+        description=(
+            "Hash the centre square of the short side too, so the square copies training "
+            "sets keep (resized to 224 or so) match their originals."
+        ),
+    )
     num_workers: int = Field(
         default=1, ge=0, description="Processes hashing and searching (0: one per CPU)."
     )

@@ -55,8 +55,10 @@ class FolderResult:
 ScanResult = tuple[dict[str, Any], hashing.ImageHashes | None, features.LocalFeatures | None]
 
 
-def _scan_one(args: tuple[Path, images.ImageLimits, int, tuple[float, ...], int]) -> ScanResult:
-    path, limits, hash_size, crops, num_features = args
+def _scan_one(
+    args: tuple[Path, images.ImageLimits, int, tuple[float, ...], bool, int],
+) -> ScanResult:
+    path, limits, hash_size, crops, square, num_features = args
     try:
         norm = images.load_normalized(path, limits)
     except images.ImageRejected as exc:
@@ -73,7 +75,7 @@ def _scan_one(args: tuple[Path, images.ImageLimits, int, tuple[float, ...], int]
     }
     grey = norm.grey  # made once, for the checks, the hashes and the features
     feats = features.extract_image(grey, num_features) if num_features else None
-    return info, hashing.hash_image(grey, hash_size, crops), feats
+    return info, hashing.hash_image(grey, hash_size, crops, square), feats
 
 
 def list_files(root: Path) -> list[Path]:
@@ -102,7 +104,10 @@ def dedup_folder(
         raise NotADirectoryError(f"{root} is not a folder")
     files = list_files(root)
     num_features = options.num_features if options.local_features else 0
-    jobs = [(p, limits, options.hash_size, options.crop_fractions, num_features) for p in files]
+    jobs = [
+        (p, limits, options.hash_size, options.crop_fractions, options.square_crop, num_features)
+        for p in files
+    ]
     workers = options.num_workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) >= 64:
         with ProcessPoolExecutor(workers) as pool:

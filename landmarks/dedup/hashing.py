@@ -9,7 +9,9 @@ median), computed faster:
   mirroring a picture negates its odd DCT coefficients along that axis, and transposing it
   transposes the coefficients, so no variant is resized or transformed again;
 * centre crops are cut from the same small grey picture; a copy that another site cropped
-  matches the crop of its original, which the whole-image hash does not see.
+  matches the crop of its original, which the whole-image hash does not see. One of them is
+  the centre square of the short side, which training sets keep of every photo (resized to
+  224 or so): that copy matches its original's square.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ class ImageHashes:
     """Perceptual hashes of one image, each row a hash as big-endian uint64 words.
 
     ``dihedral[v]`` is the pHash of dihedral variant ``v`` (0 is the image as it is);
-    ``crops[c]`` is the pHash of the centre crop to ``crop_fractions[c]`` of each side.
+    ``crops[c]`` is the pHash of the centre crop to ``crop_fractions[c]`` of each side, then
+    (``square``) that of the centre square of the short side.
     """
 
     dihedral: np.ndarray  # (8, words) uint64
@@ -126,14 +129,20 @@ def open_grey(path: Path, side: int = WORK_SIDE) -> Image.Image:
 
 
 def hash_grey(
-    grey: Image.Image, hash_size: int = 8, crop_fractions: tuple[float, ...] = DEFAULT_CROPS
+    grey: Image.Image,
+    hash_size: int = 8,
+    crop_fractions: tuple[float, ...] = DEFAULT_CROPS,
+    square: bool = True,
 ) -> ImageHashes:
-    """Dihedral and centre-crop pHashes of a grey work picture."""
+    """Dihedral and centre-crop pHashes of a grey work picture (and of its centre square)."""
     n = hash_size * HIGHFREQ_FACTOR
     width, height = grey.size
     pictures = [grey.resize((n, n), Image.Resampling.LANCZOS)]
-    for f in crop_fractions:
-        cw, ch = max(1, round(width * f)), max(1, round(height * f))
+    boxes = [(round(width * f), round(height * f)) for f in crop_fractions]
+    if square:  # the centre square of the short side: the training copy many datasets keep
+        boxes.append((min(width, height), min(width, height)))
+    for cw, ch in boxes:
+        cw, ch = max(1, cw), max(1, ch)
         left, top = (width - cw) / 2, (height - ch) / 2
         pictures.append(
             grey.resize((n, n), Image.Resampling.LANCZOS, box=(left, top, left + cw, top + ch))
@@ -145,12 +154,18 @@ def hash_grey(
 
 
 def hash_image(
-    im: Image.Image, hash_size: int = 8, crop_fractions: tuple[float, ...] = DEFAULT_CROPS
+    im: Image.Image,
+    hash_size: int = 8,
+    crop_fractions: tuple[float, ...] = DEFAULT_CROPS,
+    square: bool = True,
 ) -> ImageHashes:
-    return hash_grey(grey_work_image(im), hash_size, crop_fractions)
+    return hash_grey(grey_work_image(im), hash_size, crop_fractions, square)
 
 
 def hash_path(
-    path: Path, hash_size: int = 8, crop_fractions: tuple[float, ...] = DEFAULT_CROPS
+    path: Path,
+    hash_size: int = 8,
+    crop_fractions: tuple[float, ...] = DEFAULT_CROPS,
+    square: bool = True,
 ) -> ImageHashes:
-    return hash_grey(open_grey(path), hash_size, crop_fractions)
+    return hash_grey(open_grey(path), hash_size, crop_fractions, square)

@@ -42,7 +42,7 @@ def dihedral_phashes(im: Image.Image, hash_size: int = 8) -> list[str]:
     ``imagehash.phash`` of each variant."""
     side = hash_size * hashing.HIGHFREQ_FACTOR
     grey = im.convert("L").resize((side, side), Image.Resampling.LANCZOS)
-    return hashing.hash_grey(grey, hash_size, ()).hex()
+    return hashing.hash_grey(grey, hash_size, (), square=False).hex()
 
 
 def naive_phash(path: Path, hash_size: int = 8) -> str:

@@ -34,7 +34,7 @@ Progress = Callable[[int, int], None]
 J = TypeVar("J")
 R = TypeVar("R")
 NUM_VARIANTS = hashing.NUM_DIHEDRAL
-HASH_VERSION = 2  # bump when the hash computation changes, so cached hashes are redone
+HASH_VERSION = 3  # bump when the hash computation changes, so cached hashes are redone
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class DedupOptions:
     sure_distance: int = 4
     verify: bool = True
     crop_fractions: tuple[float, ...] = hashing.DEFAULT_CROPS
+    square_crop: bool = True
     num_workers: int = 1
     verify_options: verifier.VerifyOptions = field(default_factory=verifier.VerifyOptions)
     local_features: bool = True
@@ -66,6 +67,7 @@ class DedupOptions:
             "sure_distance": self.sure_distance,
             "verify": self.verify,
             "crop_fractions": list(self.crop_fractions),
+            "square_crop": self.square_crop,
             "verify_options": sorted(vars(self.verify_options).items()),
             "hash_version": HASH_VERSION,
         }
@@ -101,13 +103,13 @@ def _hash_settings(options: DedupOptions) -> dict[str, Any]:
     return {
         "hash_size": options.hash_size,
         "crops": list(options.crop_fractions),
+        "square": options.square_crop,
         "version": HASH_VERSION,
     }
 
 
-def _hash_one(args: tuple[Path, int, tuple[float, ...]]) -> hashing.ImageHashes:
-    path, hash_size, crops = args
-    return hashing.hash_path(path, hash_size, crops)
+def _hash_one(args: tuple[Path, int, tuple[float, ...], bool]) -> hashing.ImageHashes:
+    return hashing.hash_path(*args)
 
 
 def hash_files(
@@ -117,7 +119,9 @@ def hash_files(
     on_hashed: Callable[[int, hashing.ImageHashes], None] | None = None,
 ) -> list[hashing.ImageHashes]:
     """Hash files (reduced decode), in ``options.num_workers`` processes (0: one per CPU)."""
-    jobs = [(Path(p), options.hash_size, options.crop_fractions) for p in paths]
+    jobs = [
+        (Path(p), options.hash_size, options.crop_fractions, options.square_crop) for p in paths
+    ]
     return _pool_map(_hash_one, jobs, options.num_workers, progress, on_hashed)
 
 

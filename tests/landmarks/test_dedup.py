@@ -94,6 +94,39 @@ def test_copies_are_grouped_with_their_original(tmp_path: Path, real_raw: Path):
         assert any(k.startswith(p.stem) for k in kept_raw)
 
 
+def test_a_centre_square_at_a_training_size_matches_by_hash(tmp_path: Path, real_raw: Path):
+    """The square training copy of a wide photo: its own hash is close to its original's
+    centre-square hash (the last crop hash), so the hashes alone group them."""
+    wide = [p for p in sorted((real_raw / "niagara_falls").glob("*.jpg")) if _aspect(p) > 1.6]
+    tree = tmp_path / "src" / "niagara_falls"
+    tree.mkdir(parents=True)
+    for p in wide[:8]:
+        (tree / p.name).write_bytes(p.read_bytes())
+    im = Image.open(wide[0]).convert("RGB")
+    w, h = im.size
+    square = im.crop(((w - h) // 2, 0, (w - h) // 2 + h, h)).resize((224, 224), Image.BICUBIC)
+    square.save(tree / "square_224.jpg", quality=90)
+    original = hashing.hash_path(wide[0])
+    copy = hashing.hash_path(tree / "square_224.jpg")
+    assert len(original.crops) == len(hashing.DEFAULT_CROPS) + 1
+    near = int(np.bitwise_count(original.crops[-1] ^ copy.dihedral[0]).sum())
+    whole = int(np.bitwise_count(original.dihedral[0] ^ copy.dihedral[0]).sum())
+    assert near <= 4 < 10 < whole
+    found = dedup_folder(tmp_path / "src", DedupOptions(local_features=False), images.ImageLimits())
+    grouped = [g for g in found.groups if f"niagara_falls/{wide[0].name}" in _members(g)]
+    assert len(grouped) == 1
+    assert "niagara_falls/square_224.jpg" in _members(grouped[0])
+
+
+def _aspect(path: Path) -> float:
+    with Image.open(path) as im:
+        return im.width / im.height
+
+
+def _members(group: dict) -> set[str]:
+    return {group["keeper"], *(d["path"] for d in group["duplicates"])}
+
+
 def test_same_photo_under_two_classes_is_a_label_conflict(tmp_path: Path, real_raw: Path):
     tree = tmp_path / "src"
     photo = sorted((real_raw / "taj_mahal").glob("*.jpg"))[0]
