@@ -51,7 +51,6 @@ def verify_settings() -> list:
         ("weak_geometry_min_tiles", verifier.WEAK_GEOMETRY_MIN_TILES),
         ("detail", verifier.DETAILED_SAMPLING, verifier.MIN_DETAIL_CORRELATION),
         ("aligned_detail", verifier.MIN_ALIGNED_DETAIL, verifier.RESCUE_MIN_TILES),
-        ("weak_min_inliers", verifier.WEAK_MIN_INLIERS),
         ("sure_tiles", verifier.SURE_TILES),
         ("min_tiles", MIN_TILE_CORRELATION),
         ("ratio", verifier.RATIO),

@@ -58,10 +58,6 @@ MIN_ALIGNED_DETAIL = 0.96
 # them less than it does the fine detail) passes if aligned finely its detail does; ECC is
 # too slow (5-20 ms) to try on every pair that fails, most of which are not copies.
 RESCUE_MIN_TILES = 0.8
-# With tiles (the local-feature route), a fit of this many inliers, under the options'
-# ``min_inliers``, is looked at too (a crop of a few corners), but passes only on its fine
-# detail aligned finely, as above
-WEAK_MIN_INLIERS = 6
 
 
 @dataclass(frozen=True)
@@ -150,10 +146,7 @@ def verify_matches(
     # the two nearest of a's descriptors for each of b's, as arrays (no DMatch objects)
     dist, nearest = cv2.batchDistance(desc_b, desc_a, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2)
     good = np.flatnonzero(dist[:, 0] < RATIO * dist[:, 1])
-    fewest = options.min_inliers
-    if min_tiles is not None and WEAK_MIN_INLIERS:
-        fewest = min(fewest, WEAK_MIN_INLIERS)
-    if len(good) < fewest:
+    if len(good) < options.min_inliers:
         return Verification(False, 0, len(good), 0.0, "too few matches")
     src = np.ascontiguousarray(points_b[good])
     dst = np.ascontiguousarray(points_a[nearest[good, 0]])
@@ -161,9 +154,8 @@ def verify_matches(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0, maxIters=2000
     )
     inliers = int(mask.sum()) if mask is not None else 0
-    if matrix is None or inliers < fewest:
+    if matrix is None or inliers < options.min_inliers:
         return Verification(False, inliers, len(good), 0.0, "no consistent transform")
-    weak = inliers < options.min_inliers
     if inliers < options.min_inlier_ratio * len(good):
         return Verification(False, inliers, len(good), 0.0, "inliers a small minority")
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
@@ -193,8 +185,6 @@ def verify_matches(
     exact = float((scores >= 0.95).mean()) if len(scores) >= 3 else 0.0
     ok = tiles >= min_tiles and (share >= MIN_TILE_SHARE or exact >= MIN_EXACT_TILE_SHARE)
     why = "" if ok else f"tile correlation {tiles:.2f}, {share:.0%} of tiles >= 0.7"
-    if weak:
-        ok, why = False, f"{inliers} inliers; {why or 'tiles pass'}"
     detailed = (
         min(source_sides) > 0
         and min(source_sides[0] / max(a.shape), source_sides[1] / max(b.shape) / scale)
