@@ -58,7 +58,6 @@ METHODS = ("naive pHash, distance 10", "imagededup PHash", "ours before", "ours"
 # pixels a side, flat or low-information pictures) counts as missed.
 EVERY_FILE = images.ImageLimits(min_side=16, max_aspect_ratio=50.0, min_std=0.0, min_entropy=0.0)
 DEFAULT_CHECKS = "ours, default checks"
-QUARANTINED: list[str] = []  # by the default checks, filled by run_methods
 
 
 def make_edits(files: list[Path], root: Path, out: Path, per_photo: int) -> dict[str, int]:
@@ -108,7 +107,8 @@ def score(
 
 def run_methods(
     folder: Path, names: list[str], workers: int, immaculate: str | None = None
-) -> dict[str, tuple[float, set]]:
+) -> tuple[dict[str, tuple[float, set]], list[str]]:
+    """(seconds, pairs grouped) per method, and the files the default checks quarantine."""
     paths = [folder / n for n in names]
     out: dict[str, tuple[float, set]] = {}
 
@@ -162,6 +162,7 @@ def run_methods(
             for g in found["exact"] + found["near"]
         ]
         out["immaculate 0.3 (PDQ)"] = (seconds, expand(groups))
+    quarantined: list[str] = []
     for label, local, limits in (
         (METHODS[2], False, EVERY_FILE),
         (METHODS[3], True, EVERY_FILE),
@@ -173,8 +174,8 @@ def run_methods(
         groups = [[g["keeper"]] + [d["path"] for d in g["duplicates"]] for g in result.groups]
         out[label] = (time.perf_counter() - start, expand(groups))
         if label == DEFAULT_CHECKS:
-            QUARANTINED[:] = [q["path"] for q in result.quarantined]
-    return out
+            quarantined = [q["path"] for q in result.quarantined]
+    return out, quarantined
 
 
 def _components(uf: dedup.UnionFind, names: list[str]) -> list[list[str]]:
@@ -213,7 +214,7 @@ def bench_quality(
             if n.startswith("edit/"):
                 counts[n.split("/")[1]] = counts.get(n.split("/")[1], 0) + 1
         print("edits per family: " + ", ".join(f"{f} {c}" for f, c in sorted(counts.items())))
-        results = run_methods(folder, names, workers, immaculate)
+        results, quarantined = run_methods(folder, names, workers, immaculate)
     fams = sorted(counts)
     print(f"{'method':28s}" + "".join(f"{f:>9s}" for f in fams) + "  precision  false   time s")
     for label, (seconds, pairs) in results.items():
@@ -224,10 +225,10 @@ def bench_quality(
             for a, b in false[:60]:
                 print(f"    false pair: {a}  ~  {b}")
     held: dict[str, int] = {}
-    for name in QUARANTINED:
+    for name in quarantined:
         if name.startswith("edit/"):
             held[name.split("/")[1]] = held.get(name.split("/")[1], 0) + 1
-    originals = sum(name.startswith("orig/") for name in QUARANTINED)
+    originals = sum(name.startswith("orig/") for name in quarantined)
     print(
         f"the default checks quarantine {originals} originals and, of the edits: "
         + ", ".join(f"{f} {held.get(f, 0)}" for f in fams)
