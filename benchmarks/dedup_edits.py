@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -253,9 +252,59 @@ def bench_throughput(root: Path, workers: int) -> None:
         )
 
 
-def bench_scale(root: Path, num_images: int, planted: int = 2000, threads: int = 2) -> None:
+def _rss_anon_mib(pid: int | str = "self") -> float:
+    """The anonymous resident memory of a process (Linux; 0 elsewhere): a forked process
+    starts with its parent's, shared, and grows by what it allocates."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class ChildMemory:
+    """The most anonymous memory any child of this process held beyond ``start`` MiB (what
+    it inherited, shared), sampled every 0.05 s from ``/proc`` (cheap counters)."""
+
+    def __init__(self, start: float) -> None:
+        import threading
+
+        self.start = start
+        self.added = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import os
+
+        me = os.getpid()
+        while not self._stop.wait(0.05):
+            children = []
+            try:
+                for task in os.listdir(f"/proc/{me}/task"):  # the thread that forked it
+                    with open(f"/proc/{me}/task/{task}/children") as f:
+                        children += f.read().split()
+            except OSError:
+                return
+            for pid in children:
+                self.added = max(self.added, _rss_anon_mib(pid) - self.start)
+
+    def __enter__(self) -> ChildMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_scale(root: Path, num_images: int, planted: int = 2000, workers: int = 2) -> None:
     """Index build + search of ``num_images`` images' synthetic ORB descriptors, the search in
-    ``threads`` threads as the dedup runs it (each chunk of query images split between them).
+    ``workers`` processes as the dedup runs it (:func:`landmarks.dedup.search.search_pool`:
+    forked with the index, each chunk of query images split between them).
 
     Made like this: every bit of every descriptor is drawn on its own with the share of ones
     that bit has in the real photos' ORB descriptors (as the dedup computes them), so the skew
@@ -263,13 +312,18 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000, threads: int =
     not). Image ``k < planted`` is a crop-like copy of image ``planted + k``: 40 of its 256
     descriptors are the other's with 10% of the bits flipped. The other query sets, as the
     dedup has them (the mirror view: 256 per image; the coarse view: 128),
-    are drawn the same way, chunk by chunk, outside the clock. Peak memory is this process's
-    maximum resident set, the descriptors included. CPU seconds beside the wall-clock ones
-    tell how much the threads overlapped (on a machine shared with other work, little).
+    are drawn the same way, chunk by chunk, outside the clock, and sent to the searching
+    processes with their jobs (the full view's they read from the inherited descriptors).
+    Peak memory: this process's maximum resident set (the descriptors included), and what
+    each searching process added to it at most: a forked process starts with the resident
+    set of this one (shared, not copied), so its own maximum beyond that is what it
+    allocated. The sum of the two (this process, plus that for every searching process) is
+    an upper bound: their peaks need not coincide. CPU seconds of the build tell how much its
+    threads overlapped.
     """
     import resource
 
-    from landmarks.dedup import feature_index, features
+    from landmarks.dedup import feature_index, features, search
 
     files = sorted(p for p in root.rglob("*") if p.is_file())[::8]
     real = np.concatenate([features.extract_path(p).descriptors for p in files])
@@ -300,43 +354,47 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000, threads: int =
     start, cpu = time.perf_counter(), time.process_time()
     index = feature_index.FeatureIndex.from_stacked(base, np.full(num_images, k), options)
     t_build, cpu_build = time.perf_counter() - start, time.process_time() - cpu
-    t_search = cpu_search = 0.0
+
+    def full_view(job: search.SearchJob) -> list[np.ndarray]:
+        return list(base[job.start * k : job.stop * k].reshape(-1, k, 32))
+
+    t_search = 0.0
     found = set()
-    chunk = 512
-    pool = ThreadPoolExecutor(threads)
+    chunk = 2048
     coarse = features.COARSE_FEATURES
-    for view, per_image in enumerate((k, k, coarse)):
-        for s in range(0, num_images, chunk):
-            e = min(num_images, s + chunk)
-            if view == 0:
-                flat = base[s * k : e * k]
-            else:
-                drawn = synthetic(e - s, 10_000_000 * view + s)
-                flat = drawn.reshape(e - s, k, 32)[:, :per_image].reshape(-1, 32)
-            queries = list(flat.reshape(e - s, per_image, 32))
+    # the searching processes start with this process's memory, shared
+    with (
+        ChildMemory(_rss_anon_mib()) as child,
+        search.search_pool(index, full_view, workers) as run,
+    ):
+        for view, per_image in enumerate((k, k, coarse)):
             top_k = (options.top_k, options.top_k_mirror, options.top_k_coarse)[view]
-            cuts = np.linspace(0, e - s, threads + 1).astype(int).tolist()
-            start, cpu = time.perf_counter(), time.process_time()
-            parts = list(
-                pool.map(
-                    lambda a, b, q=queries, s=s, k=top_k: index.votes(q[a:b], first=s + a, top_k=k),
-                    cuts[:-1],
-                    cuts[1:],
-                )
-            )
-            t_search += time.perf_counter() - start
-            cpu_search += time.process_time() - cpu
-            for v in parts:
-                found.update(zip(v.query.tolist(), v.db.tolist(), strict=True))
-    pool.shutdown()
+            for s in range(0, num_images, chunk):
+                e = min(num_images, s + chunk)
+                jobs = []
+                for a, b in search.split(e - s, workers):
+                    queries = None
+                    if view:
+                        drawn = synthetic(b - a, 10_000_000 * view + s + a)
+                        flat = drawn.reshape(b - a, k, 32)[:, :per_image]
+                        queries = list(np.ascontiguousarray(flat))
+                    jobs.append(
+                        search.SearchJob((view == 1, view == 2), s + a, s + b, top_k, queries)
+                    )
+                start = time.perf_counter()
+                votes = run(jobs)
+                t_search += time.perf_counter() - start
+                for v in votes:
+                    found.update(zip(v.query.tolist(), v.db.tolist(), strict=True))
     recall = sum(((j, planted + j) in found or (planted + j, j) in found) for j in range(planted))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    added = child.added
     print(
-        f"build {t_build:.1f} s, search (full, mirror and coarse queries; {threads} threads) "
-        f"{t_search:.1f} s, total "
-        f"{t_build + t_search:.1f} s (CPU: build {cpu_build:.1f} s, search {cpu_search:.1f} s); "
-        f"{len(found)} candidate pairs; planted recall {recall / planted:.3f}; "
-        f"peak memory {peak:.0f} MiB"
+        f"build {t_build:.1f} s (CPU {cpu_build:.1f} s), search (full, mirror and coarse "
+        f"queries; {workers} processes) {t_search:.1f} s, total {t_build + t_search:.1f} s; "
+        f"{len(found)} candidate pairs; planted recall {recall / planted:.3f}; peak memory "
+        f"{peak:.0f} MiB in this process, each searching process added at most {added:.1f} "
+        f"MiB (sampled): {peak + workers * added:.0f} MiB in all at most"
     )
 
 
@@ -360,7 +418,7 @@ def main() -> None:
     if "quality" not in args.skip:
         bench_quality(files, args.real, args.per_photo, args.workers, args.immaculate)
     if "scale" not in args.skip:
-        bench_scale(args.real, args.scale)
+        bench_scale(args.real, args.scale, workers=args.workers)
 
 
 if __name__ == "__main__":

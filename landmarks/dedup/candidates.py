@@ -14,7 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landmarks.dedup import feature_index, features
+from landmarks.dedup import feature_index, features, search
 from landmarks.dedup import verify as verifier
 from landmarks.storage import atomic_write_bytes
 
@@ -97,7 +97,8 @@ def candidates(
     threads: int = 1,
 ) -> list[FeatureCandidate]:
     """The best-voted pair per unordered pair of images, most votes first. The views (as is,
-    mirrored, coarse) are looked up in ``threads`` threads (numpy lets go of the GIL)."""
+    mirrored, coarse) are looked up in ``threads`` processes (:mod:`~landmarks.dedup.search`),
+    each view's images split between them."""
     if len(feats) < 2:
         return []
     index = feature_index.FeatureIndex([f.descriptors for f in feats], options)
@@ -106,16 +107,22 @@ def candidates(
         (True, False, options.top_k_mirror),
         (False, True, options.top_k_coarse),
     )
+    spans = search.split(len(feats), threads)
+    jobs = [
+        search.SearchJob((mirrored, coarse), start, stop, top_k)
+        for mirrored, coarse, top_k in views
+        for start, stop in spans
+    ]
 
-    def lookup(view: tuple[bool, bool, int]) -> feature_index.Votes:
-        mirrored, coarse, top_k = view
-        return index.votes([f.view(mirrored, coarse)[1] for f in feats], top_k=top_k)
+    def source(job: search.SearchJob) -> list[np.ndarray]:
+        return [f.view(*job.view)[1] for f in feats[job.start : job.stop]]
 
-    if threads > 1:
-        with ThreadPoolExecutor(min(threads, len(views))) as pool:
-            found_per_view = list(pool.map(lookup, views))
-    else:
-        found_per_view = [lookup(v) for v in views]
+    with search.search_pool(index, source, threads) as run:
+        done = run(jobs)
+    found_per_view = [
+        search.merge([v for job, v in zip(jobs, done, strict=True) if job.view == view[:2]])
+        for view in views
+    ]
     best: dict[tuple[int, int], FeatureCandidate] = {}
     total: dict[tuple[int, int], int] = {}
     for (mirrored, coarse, _), found in zip(views, found_per_view, strict=True):
@@ -143,7 +150,7 @@ def verify_candidate(
     agree)."""
     first = None
     for attempt in c.attempts():
-        result = _verify_view(attempt, feats, pixels, options, min_tiles)
+        result = verify_view(attempt, feats, pixels, options, min_tiles)
         if result.ok:
             return result
         first = first or result
@@ -161,19 +168,20 @@ def verify_either_way(
     """Do images ``a`` and ``b`` verify in the full view, either way round, mirrored or not
     (``mirrored_first``: the mirror is tried first)?"""
     return any(
-        _verify_view(FeatureCandidate(x, y, 0, mirrored), feats, pixels).ok
+        verify_view(FeatureCandidate(x, y, 0, mirrored), feats, pixels).ok
         for mirrored in (mirrored_first, not mirrored_first)
         for x, y in ((a, b), (b, a))
     )
 
 
-def _verify_view(
+def verify_view(
     c: FeatureCandidate,
     feats: Sequence[features.LocalFeatures],
     pixels: Callable[[int], np.ndarray],
     options: verifier.VerifyOptions = FEATURE_VERIFY,
     min_tiles: float | None = MIN_TILE_CORRELATION,
 ) -> verifier.Verification:
+    """Verify ``c.b`` (in the view ``c`` names) against ``c.a``, this one way only."""
     fa, fb = feats[c.a], feats[c.b]
     points_b, desc_b = fb.view(c.mirrored, c.coarse)
     if c.mirrored:
