@@ -319,7 +319,7 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000, workers: int =
     set of this one (shared, not copied), so its own maximum beyond that is what it
     allocated. The sum of the two (this process, plus that for every searching process) is
     an upper bound: their peaks need not coincide. CPU seconds of the build tell how much its
-    threads overlapped.
+    threads overlapped. The baseline: the same search in as many threads, after it.
     """
     import resource
 
@@ -358,34 +358,41 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000, workers: int =
     def full_view(job: search.SearchJob) -> list[np.ndarray]:
         return list(base[job.start * k : job.stop * k].reshape(-1, k, 32))
 
-    t_search = 0.0
-    found = set()
-    chunk = 2048
     coarse = features.COARSE_FEATURES
+
+    def searched(processes: bool) -> tuple[float, set[tuple[int, int]]]:
+        """Seconds of search, and the candidate pairs found."""
+        seconds = 0.0
+        found = set()
+        chunk = 2048
+        with search.search_pool(index, full_view, workers, processes) as run:
+            for view, per_image in enumerate((k, k, coarse)):
+                top_k = (options.top_k, options.top_k_mirror, options.top_k_coarse)[view]
+                for s in range(0, num_images, chunk):
+                    e = min(num_images, s + chunk)
+                    jobs = []
+                    for a, b in search.split(e - s, workers):
+                        queries = None
+                        if view:
+                            drawn = synthetic(b - a, 10_000_000 * view + s + a)
+                            flat = drawn.reshape(b - a, k, 32)[:, :per_image]
+                            queries = list(np.ascontiguousarray(flat))
+                        jobs.append(
+                            search.SearchJob((view == 1, view == 2), s + a, s + b, top_k, queries)
+                        )
+                    start = time.perf_counter()
+                    votes = run(jobs)
+                    seconds += time.perf_counter() - start
+                    for v in votes:
+                        found.update(zip(v.query.tolist(), v.db.tolist(), strict=True))
+        return seconds, found
+
     # the searching processes start with this process's memory, shared
-    with (
-        ChildMemory(_rss_anon_mib()) as child,
-        search.search_pool(index, full_view, workers) as run,
-    ):
-        for view, per_image in enumerate((k, k, coarse)):
-            top_k = (options.top_k, options.top_k_mirror, options.top_k_coarse)[view]
-            for s in range(0, num_images, chunk):
-                e = min(num_images, s + chunk)
-                jobs = []
-                for a, b in search.split(e - s, workers):
-                    queries = None
-                    if view:
-                        drawn = synthetic(b - a, 10_000_000 * view + s + a)
-                        flat = drawn.reshape(b - a, k, 32)[:, :per_image]
-                        queries = list(np.ascontiguousarray(flat))
-                    jobs.append(
-                        search.SearchJob((view == 1, view == 2), s + a, s + b, top_k, queries)
-                    )
-                start = time.perf_counter()
-                votes = run(jobs)
-                t_search += time.perf_counter() - start
-                for v in votes:
-                    found.update(zip(v.query.tolist(), v.db.tolist(), strict=True))
+    with ChildMemory(_rss_anon_mib()) as child:
+        t_search, found = searched(processes=True)
+    # the baseline, the same search in as many threads (how the dedup searched before)
+    t_threads, found_threads = searched(processes=False)
+    assert found_threads == found, "threads and processes find the same candidates"
     recall = sum(((j, planted + j) in found or (planted + j, j) in found) for j in range(planted))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     added = child.added
@@ -395,6 +402,10 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000, workers: int =
         f"{len(found)} candidate pairs; planted recall {recall / planted:.3f}; peak memory "
         f"{peak:.0f} MiB in this process, each searching process added at most {added:.1f} "
         f"MiB (sampled): {peak + workers * added:.0f} MiB in all at most"
+    )
+    print(
+        f"the same search in {workers} threads (the baseline): {t_threads:.1f} s; processes "
+        f"at {t_threads / t_search:.2f}x its speed"
     )
 
 

@@ -64,17 +64,17 @@ def forks() -> bool:
 
 @contextmanager
 def search_pool(
-    index: FeatureIndex, source: Source | None, workers: int
+    index: FeatureIndex, source: Source | None, workers: int, processes: bool = True
 ) -> Iterator[Callable[[Sequence[SearchJob]], list[Votes]]]:
     """A function that runs search jobs over ``index`` and returns their votes in order: in
-    ``workers`` processes forked with the index, in threads where processes cannot be forked,
-    in this process for one worker."""
+    ``workers`` processes forked with the index, in threads where processes cannot be forked
+    (or with ``processes=False``), in this process for one worker."""
     global _SEARCH
     if workers <= 1:
         yield lambda jobs: [_run(index, source, job) for job in jobs]
         return
     pool: Executor
-    if forks():
+    if processes and forks():
         _SEARCH = (index, source)
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
