@@ -252,28 +252,28 @@ def bench_throughput(root: Path, workers: int) -> None:
         )
 
 
-def _rss_anon_mib(pid: int | str = "self") -> float:
-    """The anonymous resident memory of a process (Linux; 0 elsewhere): a forked process
-    starts with its parent's, shared, and grows by what it allocates."""
+def _private_mib(pid: str) -> float:
+    """The memory a process holds alone (Linux; 0 elsewhere): the pages it allocated or
+    copied on writing, not those it shares with the process it was forked from."""
+    total = 0
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) / 1024
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1])
     except OSError:
-        pass
-    return 0.0
+        pass  # a process that has just ended
+    return total / 1024
 
 
 class ChildMemory:
-    """The most anonymous memory any child of this process held beyond ``start`` MiB (what
-    it inherited, shared), sampled every 0.05 s from ``/proc`` (cheap counters)."""
+    """The most memory any child of this process held alone, sampled every 0.5 s (reading a
+    process's page summary walks its page tables: more often, it slows the search down)."""
 
-    def __init__(self, start: float) -> None:
+    def __init__(self) -> None:
         import threading
 
-        self.start = start
-        self.added = 0.0
+        self.peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -281,7 +281,7 @@ class ChildMemory:
         import os
 
         me = os.getpid()
-        while not self._stop.wait(0.05):
+        while not self._stop.wait(0.5):
             children = []
             try:
                 for task in os.listdir(f"/proc/{me}/task"):  # the thread that forked it
@@ -290,7 +290,7 @@ class ChildMemory:
             except OSError:
                 return
             for pid in children:
-                self.added = max(self.added, _rss_anon_mib(pid) - self.start)
+                self.peak = max(self.peak, _private_mib(pid))
 
     def __enter__(self) -> ChildMemory:
         self._thread.start()
@@ -314,12 +314,12 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000, workers: int =
     dedup has them (the mirror view: 256 per image; the coarse view: 128),
     are drawn the same way, chunk by chunk, outside the clock, and sent to the searching
     processes with their jobs (the full view's they read from the inherited descriptors).
-    Peak memory: this process's maximum resident set (the descriptors included), and what
-    each searching process added to it at most: a forked process starts with the resident
-    set of this one (shared, not copied), so its own maximum beyond that is what it
-    allocated. The sum of the two (this process, plus that for every searching process) is
-    an upper bound: their peaks need not coincide. CPU seconds of the build tell how much its
-    threads overlapped. The baseline: the same search in as many threads, after it.
+    Peak memory: this process's maximum resident set (the descriptors included), and the
+    most memory a searching process held alone (allocated, or copied on writing; the index it
+    reads stays shared), sampled every 0.5 s. The sum (this process, plus that for every
+    searching process) is an upper bound: their peaks need not coincide. CPU seconds of the
+    build tell how much its threads overlapped. The baseline: the same search in as many
+    threads, after it.
     """
     import resource
 
@@ -387,21 +387,20 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000, workers: int =
                         found.update(zip(v.query.tolist(), v.db.tolist(), strict=True))
         return seconds, found
 
-    # the searching processes start with this process's memory, shared
-    with ChildMemory(_rss_anon_mib()) as child:
+    with ChildMemory() as child:
         t_search, found = searched(processes=True)
     # the baseline, the same search in as many threads (how the dedup searched before)
     t_threads, found_threads = searched(processes=False)
     assert found_threads == found, "threads and processes find the same candidates"
     recall = sum(((j, planted + j) in found or (planted + j, j) in found) for j in range(planted))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    added = child.added
+    added = child.peak
     print(
         f"build {t_build:.1f} s (CPU {cpu_build:.1f} s), search (full, mirror and coarse "
         f"queries; {workers} processes) {t_search:.1f} s, total {t_build + t_search:.1f} s; "
         f"{len(found)} candidate pairs; planted recall {recall / planted:.3f}; peak memory "
-        f"{peak:.0f} MiB in this process, each searching process added at most {added:.1f} "
-        f"MiB (sampled): {peak + workers * added:.0f} MiB in all at most"
+        f"{peak:.0f} MiB in this process, each searching process held at most {added:.1f} "
+        f"MiB alone (sampled): {peak + workers * added:.0f} MiB in all at most"
     )
     print(
         f"the same search in {workers} threads (the baseline): {t_threads:.1f} s; processes "
