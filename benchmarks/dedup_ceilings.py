@@ -60,21 +60,15 @@ def _verified(
     pixels: Callable[[int], np.ndarray],
 ) -> bool:
     """Does ``b`` verify against ``a`` in any view (as is, mirrored, coarse), either way?"""
-    for mirrored, coarse in ((False, False), (True, False), (False, True)):
-        for x, y in ((a, b), (b, a)):
-            c = feature_route.FeatureCandidate(x, y, 0, mirrored, coarse)
-            if feature_route.verify_view(c, feats, pixels).ok:
-                return True
-    return False
+    if feature_route.verify_either_way(a, b, feats, pixels):
+        return True
+    coarse = (feature_route.FeatureCandidate(x, y, 0, False, True) for x, y in ((a, b), (b, a)))
+    return any(feature_route.verify_view(c, feats, pixels).ok for c in coarse)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--real", type=Path, default=ROOT.parent / "shared/datasets/landmarks-real/raw"
-    )
-    parser.add_argument("--per-photo", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
+    dedup_edits.add_edit_set_arguments(parser)
     args = parser.parse_args()
     files = sorted(p for p in args.real.rglob("*") if p.is_file())
     with tempfile.TemporaryDirectory(prefix="dedup-ceilings-") as tmp:

@@ -408,13 +408,18 @@ def bench_scale(root: Path, num_images: int, planted: int = 2000, workers: int =
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_edit_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """The real photos, the edits per photo and the processes (this and dedup_ceilings.py)."""
     parser.add_argument(
         "--real", type=Path, default=ROOT.parent / "shared/datasets/landmarks-real/raw"
     )
     parser.add_argument("--per-photo", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_edit_set_arguments(parser)
     parser.add_argument(
         "--immaculate",
         help="the `immaculate` command of an install of it (it needs Python >= 3.12), for its row",
