@@ -22,7 +22,12 @@ def dedup_task(
     layout = Layout(storage_dir)
     records = clean.current_records(layout.clean_manifest, clean_options.digest())
     progress = _ui.progress_reporter("dedup-progress", "Perceptual hashing")
-    result = dedup.dedup_clean(layout, records, options, progress=progress)
+    verify_progress = None
+    if options.local_features:
+        verify_progress = _ui.progress_reporter(
+            "dedup-verify-progress", "Verifying the pairs local features propose"
+        )
+    result = dedup.dedup_clean(layout, records, options, progress, verify_progress)
     get_run_logger().info(
         "dedup: %d images -> %d kept, %d duplicates in %d groups, %d label conflicts%s",
         result.num_images,

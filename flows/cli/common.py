@@ -182,9 +182,12 @@ def _stop(message: str) -> None:
 def _bar(description: str, unit: str = "img") -> Iterator[Callable[[int, int], None]]:
     from tqdm import tqdm
 
-    bar = tqdm(desc=description, unit=unit, dynamic_ncols=True, file=sys.stderr)
+    bars: list[tqdm] = []  # made on the first update: a step that never runs shows no bar
 
     def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc=description, unit=unit, dynamic_ncols=True, file=sys.stderr))
+        bar = bars[0]
         if bar.total != total:
             bar.total = total
             bar.refresh()
@@ -193,7 +196,8 @@ def _bar(description: str, unit: str = "img") -> Iterator[Callable[[int, int], N
     try:
         yield update
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 # --- storage guard: stage commands hold the refresh's storage lock -----------------------

@@ -109,9 +109,9 @@ def dedup(
 
         if not folder.is_dir():
             _fail(f"{folder} is not a folder")
-        with _bar("dedup") as bar:
+        with _bar("dedup") as bar, _bar("verify", unit="pair") as verify_bar:
             found = dedup_core.dedup_folder(
-                folder, options, opt.clean_options(settings).limits(), bar
+                folder, options, opt.clean_options(settings).limits(), bar, verify_bar
             )
         _write_json(json_out, found.to_json())
         html_path = html_out or (
@@ -149,8 +149,8 @@ def dedup(
     records = clean_core.current_records(
         layout.clean_manifest, opt.clean_options(settings).digest()
     )
-    with _bar("hash") as bar:
-        result = dedup_core.dedup_clean(layout, records, options, bar)
+    with _bar("hash") as bar, _bar("verify", unit="pair") as verify_bar:
+        result = dedup_core.dedup_clean(layout, records, options, bar, verify_bar)
     typer.echo(
         f"{result.num_images} images: {result.num_kept} kept, {result.num_duplicates} duplicates "
         f"in {result.num_groups} groups, {result.num_conflicts} label conflicts -> "

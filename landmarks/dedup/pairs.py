@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NUM_VARIANTS = hashing.NUM_DIHEDRAL
+# feature candidates are verified in blocks of this many, best voted first (pairs a block
+# groups need no verification in a later one)
+VERIFY_BLOCK = 512
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ def feature_pairs(
     options: DedupOptions,
     cache: dict[tuple[str, str, int], bool] | None = None,
     keys: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Pair], list[dict[str, Any]]]:
     """Pairs the local features find and verify, beyond the ``confirmed`` ones.
 
@@ -188,7 +192,8 @@ def feature_pairs(
     processes); one whose images are already in one group (by the confirmed pairs or an
     earlier block) needs no verification. Returns (new pairs, new verification records for a
     cache keyed by ``keys``; ``variant`` 8-10: the view of the features, see
-    :attr:`FeatureCandidate.view`).
+    :attr:`FeatureCandidate.view`). ``progress(done, total)`` follows the candidates, block
+    by block.
     """
     if not options.local_features or len(feats) < 2:
         return [], []
@@ -204,8 +209,14 @@ def feature_pairs(
         pool = None
         if workers > 1 and len(found) >= 256:
             pool = stack.enter_context(dedup_features.verify_pool(feats, paths, workers))
-        for start in range(0, len(found), 512):
-            block = [c for c in found[start : start + 512] if groups.find(c.a) != groups.find(c.b)]
+        for start in range(0, len(found), VERIFY_BLOCK):
+            if progress:
+                progress(start, len(found))
+            block = [
+                c
+                for c in found[start : start + VERIFY_BLOCK]
+                if groups.find(c.a) != groups.find(c.b)
+            ]
             outcome: dict[int, bool] = {}
             todo = []
             for k, c in enumerate(block):
@@ -239,6 +250,8 @@ def feature_pairs(
                 groups.union(c.a, c.b)
                 distance = pair_distance(hashes[c.a], hashes[c.b])
                 pairs.append(Pair(c.a, c.b, distance, 4 * int(c.mirrored), "features"))
+    if progress:
+        progress(len(found), len(found))
     return pairs, new_records
 
 

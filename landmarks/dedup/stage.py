@@ -173,8 +173,11 @@ def dedup_clean(
     clean_records: list[dict[str, Any]],
     options: DedupOptions,
     progress: Progress | None = None,
+    verify_progress: Progress | None = None,
 ) -> DedupResult:
     """Find duplicate groups among ``clean_records`` and write the report and kept list.
+    ``progress`` follows the images hashed and described, ``verify_progress`` the local
+    features' candidate pairs verified.
 
     Hashes are cached per clean file (``dedup/hashes.jsonl``) and verification outcomes per
     pair (``dedup/verified.jsonl``); an unchanged input with unchanged options reuses the
@@ -243,6 +246,7 @@ def dedup_clean(
             options,
             checked,
             [r["sha256"] for r in records],
+            verify_progress,
         )
         append_jsonl(verified_path, [{**c, "options": fkey} for c in new_checks])
         pairs = pairs + more

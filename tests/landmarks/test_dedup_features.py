@@ -195,9 +195,17 @@ def test_features_are_cached_and_only_new_images_are_described(tmp_path: Path, r
     layout = Layout(tmp_path / "storage")
     import_folder(root, layout)
     clean_raw(layout, CleanOptions())
+    verified: list[tuple[int, int]] = []
     first = dedup_clean(
-        layout, current_records(layout.clean_manifest, CleanOptions().digest()), DedupOptions()
+        layout,
+        current_records(layout.clean_manifest, CleanOptions().digest()),
+        DedupOptions(),
+        verify_progress=lambda done, total: verified.append((done, total)),
     )
+    # the candidate pairs' verification reports its progress, block by block, to the end
+    assert verified and verified[-1][0] == verified[-1][1] >= 1
+    assert [d for d, _ in verified] == sorted(d for d, _ in verified)
+    assert len({t for _, t in verified}) == 1
     cache_files = sorted((layout.dedup_dir / "features").rglob("*.npz"))
     assert len(cache_files) == first.num_images
     stamps = {p: p.stat().st_mtime_ns for p in cache_files}
