@@ -22,12 +22,21 @@ def dedup_task(
     layout = Layout(storage_dir)
     records = clean.current_records(layout.clean_manifest, clean_options.digest())
     progress = _ui.progress_reporter("dedup-progress", "Perceptual hashing")
-    verify_progress = None
+    steps = None
     if options.local_features:
-        verify_progress = _ui.progress_reporter(
-            "dedup-verify-progress", "Verifying the pairs local features propose"
-        )
-    result = dedup.dedup_clean(layout, records, options, progress, verify_progress)
+        reporters = {
+            "search": _ui.progress_reporter(
+                "dedup-search-progress", "Searching the local-feature index"
+            ),
+            "verify": _ui.progress_reporter(
+                "dedup-verify-progress", "Verifying the pairs local features propose"
+            ),
+        }
+
+        def steps(step: str, done: int, total: int) -> None:
+            reporters[step](done, total)
+
+    result = dedup.dedup_clean(layout, records, options, progress, steps)
     get_run_logger().info(
         "dedup: %d images -> %d kept, %d duplicates in %d groups, %d label conflicts%s",
         result.num_images,

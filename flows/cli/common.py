@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -182,22 +182,38 @@ def _stop(message: str) -> None:
 def _bar(description: str, unit: str = "img") -> Iterator[Callable[[int, int], None]]:
     from tqdm import tqdm
 
-    bars: list[tqdm] = []  # made on the first update: a step that never runs shows no bar
+    # made on the first update (a step that never runs shows no bar) and closed at its total,
+    # so that its time and rate are the step's; a caller that starts over (a second phase)
+    # gets a new bar
+    bars: list[tqdm] = []
 
     def update(done: int, total: int) -> None:
-        if not bars:
+        if not bars or (bars[-1].disable and done < total):
             bars.append(tqdm(desc=description, unit=unit, dynamic_ncols=True, file=sys.stderr))
-        bar = bars[0]
+        bar = bars[-1]
+        if bar.disable:
+            return
         if bar.total != total:
             bar.total = total
             bar.refresh()
         bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
 
     try:
         yield update
     finally:
         for bar in bars:
             bar.close()
+
+
+@contextmanager
+def _step_bars(units: dict[str, str]) -> Iterator[Callable[[str, int, int], None]]:
+    """``steps(step, done, total)`` for a core function with several steps: a bar per step
+    (``units``: step -> unit), each shown on its first update."""
+    with ExitStack() as stack:
+        bars = {step: stack.enter_context(_bar(step, unit)) for step, unit in units.items()}
+        yield lambda step, done, total: bars[step](done, total)
 
 
 # --- storage guard: stage commands hold the refresh's storage lock -----------------------

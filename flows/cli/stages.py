@@ -22,6 +22,7 @@ from flows.cli.common import (
     _json_to_stdout,
     _say,
     _settings,
+    _step_bars,
     _stop,
     _storage_guard,
     _write_json,
@@ -30,6 +31,9 @@ from flows.cli.common import (
 )
 from landmarks.config import describe_validation_error
 from landmarks.errors import SettingsError
+
+# the local features' steps of a dedup, with the unit of their bars
+DEDUP_STEPS = {"search": "img", "verify": "pair"}
 
 
 @app.command()
@@ -109,9 +113,9 @@ def dedup(
 
         if not folder.is_dir():
             _fail(f"{folder} is not a folder")
-        with _bar("dedup") as bar, _bar("verify", unit="pair") as verify_bar:
+        with _bar("dedup") as bar, _step_bars(DEDUP_STEPS) as steps:
             found = dedup_core.dedup_folder(
-                folder, options, opt.clean_options(settings).limits(), bar, verify_bar
+                folder, options, opt.clean_options(settings).limits(), bar, steps
             )
         _write_json(json_out, found.to_json())
         html_path = html_out or (
@@ -149,8 +153,8 @@ def dedup(
     records = clean_core.current_records(
         layout.clean_manifest, opt.clean_options(settings).digest()
     )
-    with _bar("hash") as bar, _bar("verify", unit="pair") as verify_bar:
-        result = dedup_core.dedup_clean(layout, records, options, bar, verify_bar)
+    with _bar("hash") as bar, _step_bars(DEDUP_STEPS) as steps:
+        result = dedup_core.dedup_clean(layout, records, options, bar, steps)
     typer.echo(
         f"{result.num_images} images: {result.num_kept} kept, {result.num_duplicates} duplicates "
         f"in {result.num_groups} groups, {result.num_conflicts} label conflicts -> "

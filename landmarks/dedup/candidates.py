@@ -39,6 +39,8 @@ MIN_TILE_CORRELATION = 0.85
 # this found 5% more of the chains, 2% more of the crops and rotations, for 5% more
 # verifications.
 RETRY_MIN_VOTES = 10
+# images looked up per search job at most (a progress step; the votes do not depend on it)
+SEARCH_SPAN = 2048
 
 
 def verify_settings() -> list:
@@ -95,30 +97,38 @@ def candidates(
     feats: Sequence[features.LocalFeatures],
     options: feature_index.IndexOptions,
     threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[FeatureCandidate]:
     """The best-voted pair per unordered pair of images, most votes first. The views (as is,
     mirrored, coarse) are looked up in ``threads`` processes (:mod:`~landmarks.dedup.search`),
-    each view's images split between them."""
+    spans of ``SEARCH_SPAN`` images at a time; ``progress(done, total)`` counts the images
+    whose three views are looked up (0 while the index is built)."""
     if len(feats) < 2:
         return []
+    if progress:
+        progress(0, len(feats))  # the index is built first
     index = feature_index.FeatureIndex([f.descriptors for f in feats], options)
     views = (
         (False, False, options.top_k),
         (True, False, options.top_k_mirror),
         (False, True, options.top_k_coarse),
     )
-    spans = search.split(len(feats), threads)
+    spans = search.split(len(feats), max(threads, -(-len(feats) // SEARCH_SPAN)))
     jobs = [
         search.SearchJob((mirrored, coarse), start, stop, top_k)
-        for mirrored, coarse, top_k in views
         for start, stop in spans
+        for mirrored, coarse, top_k in views
     ]
 
     def source(job: search.SearchJob) -> list[np.ndarray]:
         return [f.view(*job.view)[1] for f in feats[job.start : job.stop]]
 
+    def on_done(k: int) -> None:
+        if progress and k % len(views) == 0:
+            progress(jobs[k - 1].stop, len(feats))
+
     with search.search_pool(index, source, threads) as run:
-        done = run(jobs)
+        done = run(jobs, on_done)
     found_per_view = [
         search.merge([v for job, v in zip(jobs, done, strict=True) if job.view == view[:2]])
         for view in views

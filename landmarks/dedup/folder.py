@@ -14,6 +14,7 @@ from landmarks.dedup import features, hashing
 from landmarks.dedup.stage import (
     DedupOptions,
     Progress,
+    StepProgress,
     _candidates,
     confirm_pairs,
     feature_pairs,
@@ -92,12 +93,12 @@ def dedup_folder(
     options: DedupOptions,
     limits: images.ImageLimits,
     progress: Progress | None = None,
-    verify_progress: Progress | None = None,
+    steps: StepProgress | None = None,
 ) -> FolderResult:
     """Dedup any folder tree in place of a pipeline run: decode and check every file (the
     clean stage's rules), then group exact and near duplicates. Nothing is written or moved.
-    ``progress`` follows the files scanned, ``verify_progress`` the local features' candidate
-    pairs verified.
+    ``progress`` follows the files scanned, ``steps`` the local features' search and
+    verification (:func:`~landmarks.dedup.pairs.feature_pairs`).
 
     Files in different top-level folders are taken as different labels: a group across them
     is flagged ``label_conflict``.
@@ -143,7 +144,7 @@ def dedup_folder(
         paths.append(path)
     candidates = _candidates(hashes, options)
     pairs, _ = confirm_pairs(candidates, paths, options)
-    more, _ = feature_pairs(feats, hashes, paths, pairs, options, progress=verify_progress)
+    more, _ = feature_pairs(feats, hashes, paths, pairs, options, steps=steps)
     found, _ = find_groups(records, hashes, pairs + more)
     groups = []
     for g in sorted(found, key=lambda g: records[g["keeper"]]["path"]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NUM_VARIANTS = hashing.NUM_DIHEDRAL
+# (step, done, total) of the local-feature route: "search" in images, "verify" in pairs
+StepProgress = Callable[[str, int, int], None]
 # feature candidates are verified in blocks of this many, best voted first (pairs a block
 # groups need no verification in a later one)
 VERIFY_BLOCK = 512
@@ -184,7 +187,7 @@ def feature_pairs(
     options: DedupOptions,
     cache: dict[tuple[str, str, int], bool] | None = None,
     keys: Sequence[str] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    steps: StepProgress | None = None,
 ) -> tuple[list[Pair], list[dict[str, Any]]]:
     """Pairs the local features find and verify, beyond the ``confirmed`` ones.
 
@@ -192,8 +195,9 @@ def feature_pairs(
     processes); one whose images are already in one group (by the confirmed pairs or an
     earlier block) needs no verification. Returns (new pairs, new verification records for a
     cache keyed by ``keys``; ``variant`` 8-10: the view of the features, see
-    :attr:`FeatureCandidate.view`). ``progress(done, total)`` follows the candidates, block
-    by block.
+    :attr:`FeatureCandidate.view`). ``steps(step, done, total)`` follows the search
+    (``"search"``: images looked up) and the verification (``"verify"``: candidate pairs,
+    block by block).
     """
     if not options.local_features or len(feats) < 2:
         return [], []
@@ -201,7 +205,11 @@ def feature_pairs(
     for p in confirmed:
         groups.union(p.i, p.j)
     workers = options.num_workers or os.cpu_count() or 1
-    found = dedup_features.candidates(feats, options.index_options, threads=workers)
+    search_progress = functools.partial(steps, "search") if steps else None
+    found = dedup_features.candidates(
+        feats, options.index_options, threads=workers, progress=search_progress
+    )
+    progress = functools.partial(steps, "verify") if steps else None
     pixels = dedup_features.pixel_loader(paths)
     pairs: list[Pair] = []
     new_records: list[dict[str, Any]] = []

@@ -13,7 +13,7 @@ run in threads, as the index cannot be shared with a new process cheaply.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,29 +62,53 @@ def forks() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
+Runner = Callable[..., list[Votes]]
+
+
+def _collect(results: Iterable[Votes], on_done: Callable[[int], None] | None) -> list[Votes]:
+    """The votes of the jobs in order, ``on_done(k)`` called as the first ``k`` are in."""
+    out = []
+    for votes in results:
+        out.append(votes)
+        if on_done:
+            on_done(len(out))
+    return out
+
+
 @contextmanager
 def search_pool(
     index: FeatureIndex, source: Source | None, workers: int, processes: bool = True
-) -> Iterator[Callable[[Sequence[SearchJob]], list[Votes]]]:
-    """A function that runs search jobs over ``index`` and returns their votes in order: in
-    ``workers`` processes forked with the index, in threads where processes cannot be forked
-    (or with ``processes=False``), in this process for one worker."""
+) -> Iterator[Runner]:
+    """A function ``run(jobs, on_done=None)`` that runs search jobs over ``index`` and returns
+    their votes in order (``on_done(k)``: the first ``k`` are done): in ``workers`` processes
+    forked with the index, in threads where processes cannot be forked (or with
+    ``processes=False``), in this process for one worker."""
     global _SEARCH
     if workers <= 1:
-        yield lambda jobs: [_run(index, source, job) for job in jobs]
+
+        def run_here(
+            jobs: Sequence[SearchJob], on_done: Callable[[int], None] | None = None
+        ) -> list[Votes]:
+            return _collect((_run(index, source, job) for job in jobs), on_done)
+
+        yield run_here
         return
     pool: Executor
     if processes and forks():
         _SEARCH = (index, source)
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
-        def run(jobs: Sequence[SearchJob]) -> list[Votes]:
-            return list(pool.map(_run_in_worker, jobs))
+        def run(
+            jobs: Sequence[SearchJob], on_done: Callable[[int], None] | None = None
+        ) -> list[Votes]:
+            return _collect(pool.map(_run_in_worker, jobs), on_done)
     else:
         pool = ThreadPoolExecutor(workers)
 
-        def run(jobs: Sequence[SearchJob]) -> list[Votes]:
-            return list(pool.map(lambda job: _run(index, source, job), jobs))
+        def run(
+            jobs: Sequence[SearchJob], on_done: Callable[[int], None] | None = None
+        ) -> list[Votes]:
+            return _collect(pool.map(lambda job: _run(index, source, job), jobs), on_done)
 
     try:
         yield run

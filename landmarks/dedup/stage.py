@@ -16,7 +16,14 @@ from landmarks.dedup import candidates as dedup_features
 from landmarks.dedup import feature_index, features, hashing
 from landmarks.dedup import verify as verifier
 from landmarks.dedup.groups import find_groups
-from landmarks.dedup.pairs import Pair, confirm_pairs, feature_pairs, hash_candidates, hex_to_words
+from landmarks.dedup.pairs import (
+    Pair,
+    StepProgress,
+    confirm_pairs,
+    feature_pairs,
+    hash_candidates,
+    hex_to_words,
+)
 from landmarks.manifest import fault_point
 from landmarks.storage import (
     Layout,
@@ -173,11 +180,11 @@ def dedup_clean(
     clean_records: list[dict[str, Any]],
     options: DedupOptions,
     progress: Progress | None = None,
-    verify_progress: Progress | None = None,
+    steps: StepProgress | None = None,
 ) -> DedupResult:
     """Find duplicate groups among ``clean_records`` and write the report and kept list.
-    ``progress`` follows the images hashed and described, ``verify_progress`` the local
-    features' candidate pairs verified.
+    ``progress`` follows the images hashed and described, ``steps`` the local features'
+    search and verification (:func:`feature_pairs`).
 
     Hashes are cached per clean file (``dedup/hashes.jsonl``) and verification outcomes per
     pair (``dedup/verified.jsonl``); an unchanged input with unchanged options reuses the
@@ -246,7 +253,7 @@ def dedup_clean(
             options,
             checked,
             [r["sha256"] for r in records],
-            verify_progress,
+            steps,
         )
         append_jsonl(verified_path, [{**c, "options": fkey} for c in new_checks])
         pairs = pairs + more

@@ -195,17 +195,21 @@ def test_features_are_cached_and_only_new_images_are_described(tmp_path: Path, r
     layout = Layout(tmp_path / "storage")
     import_folder(root, layout)
     clean_raw(layout, CleanOptions())
-    verified: list[tuple[int, int]] = []
+    steps: dict[str, list[tuple[int, int]]] = {}
     first = dedup_clean(
         layout,
         current_records(layout.clean_manifest, CleanOptions().digest()),
         DedupOptions(),
-        verify_progress=lambda done, total: verified.append((done, total)),
+        steps=lambda step, done, total: steps.setdefault(step, []).append((done, total)),
     )
-    # the candidate pairs' verification reports its progress, block by block, to the end
-    assert verified and verified[-1][0] == verified[-1][1] >= 1
-    assert [d for d, _ in verified] == sorted(d for d, _ in verified)
-    assert len({t for _, t in verified}) == 1
+    # the search (in images) and the verification (in candidate pairs) report their progress,
+    # step by step, to the end
+    assert set(steps) == {"search", "verify"}
+    assert steps["search"][-1] == (first.num_images, first.num_images)
+    for reports in steps.values():
+        assert reports[-1][0] == reports[-1][1] >= 1
+        assert [d for d, _ in reports] == sorted(d for d, _ in reports)
+        assert len({t for _, t in reports}) == 1
     cache_files = sorted((layout.dedup_dir / "features").rglob("*.npz"))
     assert len(cache_files) == first.num_images
     stamps = {p: p.stat().st_mtime_ns for p in cache_files}

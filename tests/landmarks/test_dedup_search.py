@@ -79,6 +79,17 @@ def test_candidates_are_the_same_in_one_process_and_in_two(feats):
         assert (3 * k, 3 * k + 2) in pairs, PHOTOS[k]
 
 
+def test_the_search_reports_its_progress_span_by_span(feats, monkeypatch):
+    whole = candidates.candidates(feats, IndexOptions(), threads=2)
+    monkeypatch.setattr(candidates, "SEARCH_SPAN", 4)  # 15 images: 4 spans of 3 views
+    seen: list[tuple[int, int]] = []
+    found = candidates.candidates(
+        feats, IndexOptions(), threads=2, progress=lambda done, total: seen.append((done, total))
+    )
+    assert found == whole  # the spans change how the work is cut, not what it finds
+    assert seen == [(0, 15), (3, 15), (7, 15), (11, 15), (15, 15)]  # search.split(15, 4)
+
+
 def test_a_job_without_queries_needs_a_source(feats):
     index = FeatureIndex([f.descriptors for f in feats], IndexOptions())
     with search.search_pool(index, None, 1) as run, pytest.raises(ValueError, match="source"):
