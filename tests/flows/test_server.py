@@ -304,8 +304,12 @@ def test_scheduled_refresh_retrains_on_growth_and_on_demand(
     )
     refresh = api.wait(refresh_id, 900, logs)
     assert refresh["state_type"] == "COMPLETED", api.logs(refresh_id)
-    stage_counts = api.artifacts(refresh_id)["images-per-stage"]
-    assert stage_counts["type"] == "table"
+    refresh_artifacts = api.artifacts(refresh_id)
+    assert refresh_artifacts["images-per-stage"]["type"] == "table"
+    # the dedup's steps, each a live progress artifact, all at 100% at the end
+    for key in ("dedup-progress", "dedup-search-progress", "dedup-verify-progress"):
+        assert refresh_artifacts[key]["type"] == "progress", key
+        assert float(refresh_artifacts[key]["data"]) == 100.0, key
 
     # Retrain on demand, through the API, while the automatic one may still run.
     on_demand_id = api.run_deployment(
