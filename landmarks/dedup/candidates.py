@@ -217,7 +217,7 @@ def verify_view(
 
 
 # What a verifying process works on: every image's features, paths and a pixel cache. Set
-# before the pool forks (inherited, not copied) or by the pool's initializer elsewhere.
+# in each process by the pool's initializer (a forked process inherits its arguments).
 _WORKER: tuple[Sequence[features.LocalFeatures], Callable[[int], np.ndarray]] | None = None
 
 
@@ -236,21 +236,18 @@ def _verify_in_worker(c: FeatureCandidate) -> verifier.Verification:
 def verify_pool(
     feats: Sequence[features.LocalFeatures], paths: Sequence[Path], workers: int
 ) -> Iterator[Executor]:
-    """Processes that verify candidates of ``feats``; a job carries only the candidate."""
-    global _WORKER
+    """Processes that verify candidates of ``feats``; a job carries only the candidate. The
+    features reach a process through its initializer: a forked one inherits them (nothing is
+    copied or pickled, and nothing is set in this process, so pools of several threads do not
+    mix), a spawned one receives them once."""
     context = multiprocessing.get_context()
-    if context.get_start_method() == "fork":
-        _init_worker(feats, paths)
-        pool = ProcessPoolExecutor(workers, mp_context=context)
-    else:
-        pool = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(feats, paths)
-        )
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(feats, paths)
+    )
     try:
         yield pool
     finally:
         pool.shutdown()
-        _WORKER = None
 
 
 def verify_many(

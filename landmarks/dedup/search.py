@@ -39,8 +39,14 @@ class SearchJob:
 Source = Callable[[SearchJob], Sequence[np.ndarray]]
 
 # What a searching process works on: the index and where its jobs' queries come from. Set
-# before the pool forks (inherited, not copied).
+# by the pool's initializer in the forked process, from the arguments it inherits (not
+# copied, not pickled).
 _SEARCH: tuple[FeatureIndex, Source | None] | None = None
+
+
+def _init_worker(index: FeatureIndex, source: Source | None) -> None:
+    global _SEARCH
+    _SEARCH = (index, source)
 
 
 def _run(index: FeatureIndex, source: Source | None, job: SearchJob) -> Votes:
@@ -83,7 +89,6 @@ def search_pool(
     their votes in order (``on_done(k)``: the first ``k`` are done): in ``workers`` processes
     forked with the index, in threads where processes cannot be forked (or with
     ``processes=False``), in this process for one worker."""
-    global _SEARCH
     if workers <= 1:
 
         def run_here(
@@ -95,8 +100,12 @@ def search_pool(
         return
     pool: Executor
     if processes and forks():
-        _SEARCH = (index, source)
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_init_worker,
+            initargs=(index, source),
+        )
 
         def run(
             jobs: Sequence[SearchJob], on_done: Callable[[int], None] | None = None
@@ -114,7 +123,6 @@ def search_pool(
         yield run
     finally:
         pool.shutdown()
-        _SEARCH = None
 
 
 def split(num: int, parts: int) -> list[tuple[int, int]]:

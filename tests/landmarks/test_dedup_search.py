@@ -65,7 +65,7 @@ def test_searching_processes_find_the_votes_one_lookup_finds(feats, workers, for
     for view, table in expected.items():
         assert _table([v for j, v in zip(jobs, done, strict=True) if j.view == view]) == table
         assert _table([v for j, v in zip(jobs, carried, strict=True) if j.view == view]) == table
-    assert search._SEARCH is None  # nothing left behind for a later pool
+    assert search._SEARCH is None  # set in the searching processes only
 
 
 def test_candidates_are_the_same_in_one_process_and_in_two(feats):
@@ -90,6 +90,31 @@ def test_the_search_reports_its_progress_span_by_span(feats, monkeypatch):
     assert seen == [(0, 15), (3, 15), (7, 15), (11, 15), (15, 15)]  # search.split(15, 4)
 
 
+def test_two_pools_open_at_once_keep_to_their_own_index(feats):
+    """Each pool hands its index to its own processes: two open at once (a task runner may
+    run two dedups in threads of one process) do not mix them up."""
+    sets = [feats[:9], feats[6:]]
+    indexes = [FeatureIndex([f.descriptors for f in s], IndexOptions()) for s in sets]
+
+    def jobs(s: list) -> list[search.SearchJob]:
+        return [
+            search.SearchJob((False, False), a, b, 3, [f.descriptors for f in s[a:b]])
+            for a, b in search.split(len(s), 2)
+        ]
+
+    alone = [
+        _table([i.votes([f.descriptors for f in s], top_k=3)])
+        for i, s in zip(indexes, sets, strict=True)
+    ]
+    with (
+        search.search_pool(indexes[0], None, 2) as first,
+        search.search_pool(indexes[1], None, 2) as second,
+    ):
+        # the first pool's processes start only now, after the second pool was made
+        together = [_table(first(jobs(sets[0]))), _table(second(jobs(sets[1])))]
+    assert together == alone
+
+
 def test_a_job_without_queries_needs_a_source(feats):
     index = FeatureIndex([f.descriptors for f in feats], IndexOptions())
     with search.search_pool(index, None, 1) as run, pytest.raises(ValueError, match="source"):
@@ -101,3 +126,24 @@ def test_split_covers_every_image_once():
     assert search.split(2, 4) == [(0, 1), (1, 2)]
     assert search.split(0, 2) == []
     assert search.split(5, 0) == [(0, 5)]
+
+
+def test_two_verify_pools_open_at_once_keep_to_their_own_features(real_raw: Path, tmp_path: Path):
+    photo, other = real_raw / PHOTOS[0], real_raw / PHOTOS[1]
+    with Image.open(photo) as src:
+        im = ImageOps.exif_transpose(src).convert("RGB")
+    w, h = im.size
+    crop = tmp_path / "crop.png"
+    im.crop((w // 4, h // 5, w, h)).save(crop)
+    copies, strangers = [photo, crop], [photo, other]
+    sets = [[features.extract_path(p) for p in paths] for paths in (copies, strangers)]
+    pair = [candidates.FeatureCandidate(0, 1, 0, False)]
+    with (
+        candidates.verify_pool(sets[0], copies, 2) as first,
+        candidates.verify_pool(sets[1], strangers, 2) as second,
+    ):
+        # the first pool's processes start only now, after the second pool was made
+        found = candidates.verify_many(pair, sets[0], copies, first)
+        refused = candidates.verify_many(pair, sets[1], strangers, second)
+    assert found[0].ok, found
+    assert not refused[0].ok, refused
