@@ -11,7 +11,8 @@ is found):
 - "candidates, default index": the pair is among the candidates the default index proposes
   (the baseline);
 - "candidates, 30 per view, 1 vote": the index keeps up to 30 candidates per image and view,
-  from a single shared key on (7x-10x the verifications): what more candidates could give;
+  from a single shared key on (12x the candidates on the real photos' edits): what more
+  candidates could give;
 - "verified, default candidates": a default candidate that verifies (as the dedup verifies
   it, retries included);
 - "verified, every true pair": every edit is verified against its original in every view and

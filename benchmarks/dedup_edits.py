@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -271,15 +273,11 @@ class ChildMemory:
     process's page summary walks its page tables: more often, it slows the search down)."""
 
     def __init__(self) -> None:
-        import threading
-
         self.peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        import os
-
         me = os.getpid()
         while not self._stop.wait(0.5):
             children = []

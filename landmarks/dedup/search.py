@@ -5,13 +5,15 @@ A lookup spends its time on numpy gathers over the index's tables. Threads overl
 of it (some numpy steps hold the GIL), so where processes can be forked, the searching
 processes are forked after the index is built: they read its tables from the parent's memory
 (copy-on-write, never written) and send back only the votes. On the 2-core machine this
-searched 100,000 images' synthetic descriptors 10% faster than two threads
-(``benchmarks/dedup_edits.py``, its scale part). Without ``fork`` (macOS, Windows) the jobs
+searched 100,000 images' synthetic descriptors 0.98x-1.21x as fast as two threads, 1.08x in
+the median of four runs, the more the busier the machine (``benchmarks/dedup_edits.py``, its
+scale part). Without ``fork`` (macOS, Windows) the jobs
 run in threads, as the index cannot be shared with a new process cheaply.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -71,16 +73,6 @@ def forks() -> bool:
 Runner = Callable[..., list[Votes]]
 
 
-def _collect(results: Iterable[Votes], on_done: Callable[[int], None] | None) -> list[Votes]:
-    """The votes of the jobs in order, ``on_done(k)`` called as the first ``k`` are in."""
-    out = []
-    for votes in results:
-        out.append(votes)
-        if on_done:
-            on_done(len(out))
-    return out
-
-
 @contextmanager
 def search_pool(
     index: FeatureIndex, source: Source | None, workers: int, processes: bool = True
@@ -89,40 +81,36 @@ def search_pool(
     their votes in order (``on_done(k)``: the first ``k`` are done): in ``workers`` processes
     forked with the index, in threads where processes cannot be forked (or with
     ``processes=False``), in this process for one worker."""
+    pool: Executor | None = None
+    here = functools.partial(_run, index, source)
+    results: Callable[[Sequence[SearchJob]], Iterable[Votes]]
     if workers <= 1:
-
-        def run_here(
-            jobs: Sequence[SearchJob], on_done: Callable[[int], None] | None = None
-        ) -> list[Votes]:
-            return _collect((_run(index, source, job) for job in jobs), on_done)
-
-        yield run_here
-        return
-    pool: Executor
-    if processes and forks():
+        results = functools.partial(map, here)
+    elif processes and forks():
         pool = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_init_worker,
             initargs=(index, source),
         )
-
-        def run(
-            jobs: Sequence[SearchJob], on_done: Callable[[int], None] | None = None
-        ) -> list[Votes]:
-            return _collect(pool.map(_run_in_worker, jobs), on_done)
+        results = functools.partial(pool.map, _run_in_worker)
     else:
         pool = ThreadPoolExecutor(workers)
+        results = functools.partial(pool.map, here)
 
-        def run(
-            jobs: Sequence[SearchJob], on_done: Callable[[int], None] | None = None
-        ) -> list[Votes]:
-            return _collect(pool.map(lambda job: _run(index, source, job), jobs), on_done)
+    def run(jobs: Sequence[SearchJob], on_done: Callable[[int], None] | None = None) -> list[Votes]:
+        out = []
+        for votes in results(jobs):
+            out.append(votes)
+            if on_done:
+                on_done(len(out))
+        return out
 
     try:
         yield run
     finally:
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()
 
 
 def split(num: int, parts: int) -> list[tuple[int, int]]:
